@@ -1,1 +1,176 @@
-//! placeholder
+//! The replica: the server a balancer spreads requests over.
+//!
+//! It answers exactly the spec's two endpoints, `GET /home` (who am I) and
+//! `GET /heartbeat` (am I alive), and nothing else. It is a library first so
+//! the balancer can run it as a child process of its own executable
+//! (`balancer backend --id ...`) without a second binary to ship; the `backend`
+//! binary is a thin wrapper around [`serve`].
+//!
+//! An optional artificial delay (`--delay-ms`, or `?delay_ms=` per request)
+//! makes a replica slow on purpose, so experiments can show what
+//! least-connections and power-of-two-choices buy over round robin.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+/// The longest artificial delay a request may ask for; bounded so a typo in a
+/// query string cannot park a connection for hours.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// How a replica identifies itself and behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The id in `Hello from Server: <id>`.
+    pub id: String,
+    /// Added to every `/home` reply, for experiments with slow replicas.
+    pub delay_ms: u64,
+}
+
+/// The reply of `GET /home`, in the spec's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HomeReply {
+    pub message: String,
+    pub status: String,
+}
+
+impl HomeReply {
+    /// The prefix of `message` before the replica id.
+    pub const PREFIX: &'static str = "Hello from Server: ";
+
+    /// The replica id in a reply body, if it is one of ours.
+    pub fn replica_id(body: &[u8]) -> Option<String> {
+        let reply: HomeReply = serde_json::from_slice(body).ok()?;
+        reply.message.strip_prefix(Self::PREFIX).map(str::to_owned)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HomeQuery {
+    delay_ms: Option<u64>,
+}
+
+struct Shared {
+    /// Serialised once: `/home` is the hottest path in every benchmark.
+    home_body: axum::body::Bytes,
+    delay_ms: u64,
+}
+
+/// The replica's routes, for callers that want to mount them on their own
+/// listener (tests, benchmarks).
+pub fn router(config: &Config) -> Router {
+    let reply = HomeReply {
+        message: format!("{}{}", HomeReply::PREFIX, config.id),
+        status: "successful".into(),
+    };
+    let home_body = serde_json::to_vec(&reply).unwrap_or_default();
+    let shared = Arc::new(Shared {
+        home_body: home_body.into(),
+        delay_ms: config.delay_ms.min(MAX_DELAY_MS),
+    });
+    Router::new()
+        .route("/home", get(home))
+        .route("/heartbeat", get(heartbeat))
+        .with_state(shared)
+}
+
+async fn home(State(shared): State<Arc<Shared>>, query: Query<HomeQuery>) -> impl IntoResponse {
+    let delay = query.delay_ms.unwrap_or(shared.delay_ms).min(MAX_DELAY_MS);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        shared.home_body.clone(),
+    )
+}
+
+async fn heartbeat() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Serves the replica on `listener` until `shutdown` resolves, then finishes
+/// the requests in flight and returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(&config);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or SIGINT: the signals an orchestrator or a terminal
+/// sends to ask a process to stop.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Command-line arguments of a replica, shared by the `backend` binary and the
+/// balancer's `backend` subcommand so both accept the same flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Replica id, reported in `Hello from Server: <id>`.
+    #[arg(long, env = "SERVER_ID", default_value = "1")]
+    pub id: String,
+    /// Address to listen on.
+    #[arg(long, env = "BACKEND_LISTEN", default_value = "0.0.0.0:5000")]
+    pub listen: String,
+    /// Artificial delay added to every /home reply, in milliseconds.
+    #[arg(long, env = "BACKEND_DELAY_MS", default_value_t = 0)]
+    pub delay_ms: u64,
+}
+
+/// Runs a replica from parsed arguments until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&args.listen).await?;
+    tracing::info!(id = %args.id, addr = %listener.local_addr()?, "replica listening");
+    let config = Config {
+        id: args.id,
+        delay_ms: args.delay_ms,
+    };
+    serve(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_id_parses_our_reply_only() {
+        let body = br#"{"message":"Hello from Server: s7","status":"successful"}"#;
+        assert_eq!(HomeReply::replica_id(body).as_deref(), Some("s7"));
+        assert_eq!(HomeReply::replica_id(b"{}"), None);
+        assert_eq!(HomeReply::replica_id(b"not json"), None);
+        let other = br#"{"message":"Hi","status":"successful"}"#;
+        assert_eq!(HomeReply::replica_id(other), None);
+    }
+}
