@@ -13,7 +13,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{Query, State},
     http::StatusCode,
     response::IntoResponse,
