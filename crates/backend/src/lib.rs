@@ -146,18 +146,57 @@ pub struct Args {
     /// Artificial delay added to every /home reply, in milliseconds.
     #[arg(long, env = "BACKEND_DELAY_MS", default_value_t = 0)]
     pub delay_ms: u64,
+    /// Print `LISTENING <addr>` on stdout once bound (lets a parent that
+    /// asked for port 0 learn the port without a race).
+    #[arg(long, hide = true)]
+    pub announce: bool,
+    /// Shut down gracefully when stdin reaches end of file: a parent holds
+    /// the pipe open, so the replica cannot outlive it, however it dies.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 /// Runs a replica from parsed arguments until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen).await?;
-    tracing::info!(id = %args.id, addr = %listener.local_addr()?, "replica listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(id = %args.id, %addr, "replica listening");
+    if args.announce {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "LISTENING {addr}")?;
+        out.flush()?;
+    }
     let config = Config {
         id: args.id,
         delay_ms: args.delay_ms,
     };
-    serve(listener, config, shutdown_signal()).await?;
+    let exit_with_parent = args.exit_with_parent;
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {},
+            () = parent_gone(exit_with_parent) => {},
+        }
+    };
+    serve(listener, config, shutdown).await?;
     Ok(())
+}
+
+/// Resolves when stdin hits end of file (the parent closed the pipe or
+/// died), if asked to watch it; otherwise never.
+async fn parent_gone(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

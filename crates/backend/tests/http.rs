@@ -83,3 +83,48 @@ async fn shutdown_finishes_the_request_in_flight() {
     assert_eq!(resp.status(), 200);
     task.await.expect("join").expect("serve");
 }
+
+/// The process contract the balancer's process orchestrator relies on:
+/// announce the port on stdout, exit when stdin closes.
+#[tokio::test]
+async fn binary_announces_its_port_and_exits_with_its_parent() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_backend"))
+        .args([
+            "--id",
+            "p1",
+            "--listen",
+            "127.0.0.1:0",
+            "--announce",
+            "--exit-with-parent",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn backend");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("announces in time")
+    .expect("read");
+    let addr = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .expect("announce line")
+        .to_owned();
+    let resp = reqwest::get(format!("http://{addr}/home"))
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    drop(child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits once stdin closes")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
