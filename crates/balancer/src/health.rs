@@ -1,0 +1,152 @@
+//! Health: active `/heartbeat` checks, readiness waits, and the watcher that
+//! turns a replica's death into an event for the supervisor.
+//!
+//! Active checks run every `interval` with a `timeout`; `fall` failures in a
+//! row mark a replica down, `rise` successes mark it up again. Passive
+//! checks live in the proxy: a connect error or reset marks a replica
+//! `Suspect` at once, which takes it out of rotation until this checker has
+//! seen it answer `rise` times (the back-off), or down after `fall` misses.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    events::EventLog,
+    orchestrator::BoxFuture,
+    replica::{Health, Replica},
+};
+
+/// Active check settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+/// What the watcher tells the supervisor.
+#[derive(Debug)]
+pub enum Signal {
+    /// The instance's process or container ended.
+    Exited { name: String, generation: u64 },
+    /// `fall` heartbeats in a row failed.
+    Down { name: String, generation: u64 },
+}
+
+/// A small client for heartbeats, separate from the proxy's pool so checks
+/// never queue behind client traffic.
+#[derive(Clone, Debug)]
+pub struct Prober {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
+            .build(connector);
+        Self { client }
+    }
+}
+
+impl Prober {
+    /// One heartbeat: `Ok` on a 200 within `timeout`.
+    pub async fn check(&self, authority: &http::uri::Authority, timeout: Duration) -> bool {
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query("/heartbeat")
+            .build();
+        let Ok(uri) = uri else { return false };
+        let fut = self.client.get(uri);
+        matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(resp)) if resp.status() == http::StatusCode::OK)
+    }
+
+    /// Polls until the replica answers its heartbeat or `deadline` passes.
+    pub async fn wait_ready(&self, authority: &http::uri::Authority, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut pause = Duration::from_millis(5);
+        while tokio::time::Instant::now() < until {
+            if self.check(authority, Duration::from_millis(500)).await {
+                return true;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// Everything a watcher needs.
+#[derive(Clone)]
+pub struct Watcher {
+    pub config: HealthConfig,
+    pub prober: Prober,
+    pub signals: mpsc::UnboundedSender<Signal>,
+    pub events: Arc<EventLog>,
+}
+
+impl Watcher {
+    /// Watches one replica incarnation until `cancel`: its exit (if the
+    /// orchestrator can tell) and its heartbeat.
+    pub fn spawn(&self, replica: Arc<Replica>, exited: Option<BoxFuture<'static, ()>>, cancel: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let exited = async move {
+                match exited {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = exited => {
+                    replica.set_health(Health::Down);
+                    this.events.record("exited", &replica.name, format!("generation {}", replica.generation));
+                    let _ = this.signals.send(Signal::Exited { name: replica.name.clone(), generation: replica.generation });
+                }
+                () = this.probe_loop(&replica) => {}
+            }
+        });
+    }
+
+    async fn probe_loop(&self, replica: &Replica) {
+        let HealthConfig { interval, timeout, fall, rise } = self.config;
+        let (mut fails, mut oks) = (0u32, 0u32);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if self.prober.check(&replica.authority, timeout).await {
+                fails = 0;
+                oks = oks.saturating_add(1);
+                let health = replica.health();
+                if oks >= rise && matches!(health, Health::Suspect | Health::Down) && replica.transition(health, Health::Up) {
+                    self.events.record("up", &replica.name, format!("{oks} heartbeats answered"));
+                }
+            } else {
+                oks = 0;
+                fails = fails.saturating_add(1);
+                replica.record_failure();
+                if fails == fall && replica.health() != Health::Draining {
+                    replica.set_health(Health::Down);
+                    self.events.record("down", &replica.name, format!("{fails} heartbeats missed"));
+                    let _ = self.signals.send(Signal::Down { name: replica.name.clone(), generation: replica.generation });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The `balancer` binary: parse the configuration, run the balancer (or, as
+//! `balancer backend`, a replica).
+
+use balancer::config::{self, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = match config::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(config::ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = match &cli.command {
+        Some(Command::Backend(_)) => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| cli.config.log.clone()),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Backend(args)) => backend::run(args).await.map_err(|e| e.to_string()),
+            None => balancer::run(cli.config).await.map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The static orchestrator: balance over servers someone else runs (nginx,
+//! another service) given by `--upstream [NAME=]URL`.
+//!
+//! It adopts the upstream list at start and refuses to create or remove
+//! anything, so `/add` and `/rm` answer a clear error. A dead upstream is
+//! taken out of rotation by health checks and put back when it answers again.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
+
+/// One configured upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+impl Upstream {
+    /// Parses `URL`, `NAME=URL` or either with `#weight=W`; the URL must be
+    /// plain `http://host:port` (TLS to upstreams is out of scope).
+    pub fn parse(s: &str, index: usize) -> Result<Self, String> {
+        let (spec, weight) = match s.split_once("#weight=") {
+            Some((spec, w)) => (spec, w.parse::<u32>().ok().filter(|w| *w > 0).ok_or(format!("bad weight in '{s}'"))?),
+            None => (s, 1),
+        };
+        let (name, url) = match spec.split_once('=') {
+            Some((name, url)) => (name.to_owned(), url),
+            None => (format!("server-{}", index + 1), spec),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("upstream '{url}' must start with http://"))?;
+        let hostport = rest.trim_end_matches('/');
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve upstream '{hostport}': {e}"))?
+            .next()
+            .ok_or_else(|| format!("upstream '{hostport}' resolves to nothing"))?;
+        Ok(Self { name, addr, weight })
+    }
+}
+
+/// Balances over a fixed upstream list.
+#[derive(Debug)]
+pub struct StaticOrchestrator {
+    upstreams: Vec<Upstream>,
+}
+
+impl StaticOrchestrator {
+    pub fn new(upstreams: Vec<Upstream>) -> Self {
+        Self { upstreams }
+    }
+}
+
+impl Orchestrator for StaticOrchestrator {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+
+    fn manages_replicas(&self) -> bool {
+        false
+    }
+
+    fn adopt(&self) -> BoxFuture<'_, Result<Vec<Adopted>, OrchestratorError>> {
+        let adopted = self
+            .upstreams
+            .iter()
+            .zip(1..)
+            .map(|(u, id)| Adopted {
+                spec: ReplicaSpec { name: u.name.clone(), id },
+                instance: Instance { handle: u.name.clone(), addr: u.addr, pid: None, exited: None },
+                weight: u.weight,
+            })
+            .collect();
+        Box::pin(async move { Ok(adopted) })
+    }
+
+    fn spawn(&self, _spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>> {
+        Box::pin(async { Err(OrchestratorError::Unsupported("static")) })
+    }
+
+    fn stop(&self, _handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>> {
+        // Nothing of ours runs there; forgetting the upstream is enough.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_upstream_forms() {
+        let u = Upstream::parse("http://127.0.0.1:8080", 0).expect("plain");
+        assert_eq!((u.name.as_str(), u.addr.port(), u.weight), ("server-1", 8080, 1));
+        let u = Upstream::parse("web=http://127.0.0.1:81/#weight=3", 4).expect("named");
+        assert_eq!((u.name.as_str(), u.addr.port(), u.weight), ("web", 81, 3));
+        assert!(Upstream::parse("https://127.0.0.1:1", 0).is_err());
+        assert!(Upstream::parse("http://127.0.0.1:1#weight=0", 0).is_err());
+        assert!(Upstream::parse("http://no-port", 0).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Orchestrators start and stop replica instances: local processes, Docker
+//! containers, or (static) servers someone else runs.
+//!
+//! An orchestrator knows nothing about pools, health or policies: it turns
+//! a [`ReplicaSpec`] (hostname, ring id) into a running [`Instance`] with an
+//! address and a future that resolves when the instance dies, and stops an
+//! instance by its handle. The supervisor decides when to call it.
+
+pub mod process;
+pub mod fixed;
+
+use std::{future::Future, net::SocketAddr, pin::Pin};
+
+use crate::replica::ReplicaId;
+
+pub use fixed::StaticOrchestrator;
+pub use process::ProcessOrchestrator;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSpec {
+    /// Hostname (and `SERVER_ID`) of the replica.
+    pub name: String,
+    pub id: ReplicaId,
+}
+
+/// A started replica instance.
+pub struct Instance {
+    /// Opaque handle for [`Orchestrator::stop`] (a container id, a pid...).
+    pub handle: String,
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    /// Resolves when the instance stops for any reason; `None` if the
+    /// orchestrator cannot tell (active health checks still will).
+    pub exited: Option<BoxFuture<'static, ()>>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("handle", &self.handle)
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An instance found running at start-up, to adopt instead of respawning.
+#[derive(Debug)]
+pub struct Adopted {
+    pub spec: ReplicaSpec,
+    pub instance: Instance,
+    pub weight: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("cannot start replica '{name}': {reason}")]
+    Spawn { name: String, reason: String },
+    #[error("replica '{name}' did not answer /heartbeat within {timeout_ms} ms")]
+    NotReady { name: String, timeout_ms: u64 },
+    #[error("the {0} orchestrator does not create or remove replicas; change the upstream list instead")]
+    Unsupported(&'static str),
+    #[error("container engine unreachable: {0}")]
+    Engine(String),
+    #[error("cannot stop instance {handle}: {reason}")]
+    Stop { handle: String, reason: String },
+}
+
+/// Starts and stops replica instances.
+pub trait Orchestrator: Send + Sync + 'static {
+    /// `process`, `docker` or `static`, for `/lb/status`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether it can create replicas (and so replace a dead one).
+    fn manages_replicas(&self) -> bool {
+        true
+    }
+
+    /// Instances already running that this balancer should manage.
+    fn adopt(&self) -> BoxFuture<'_, Result<Vec<Adopted>, OrchestratorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Starts an instance; returns once it has an address (not necessarily
+    /// ready: the supervisor waits for its heartbeat).
+    fn spawn(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>>;
+
+    /// Stops an instance, gracefully first, within a bounded time.
+    fn stop(&self, handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>>;
+
+    /// Stops an instance because the balancer is shutting down. Orchestrators
+    /// whose instances should outlive the balancer (to be adopted by the
+    /// next one) override this to leave them running.
+    fn stop_on_shutdown(&self, handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>> {
+        self.stop(handle)
+    }
+
+    /// Called once when the balancer shuts down, after every replica it
+    /// still runs has been drained.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}

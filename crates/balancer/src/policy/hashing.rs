@@ -1,0 +1,235 @@
+//! Consistent-hashing policies, thin adapters over the `ring` crate.
+//!
+//! Each maps the request key to the ring's candidate order (primary first,
+//! then the next distinct replicas clockwise) and takes the first usable
+//! one. The rings are built over every member, up or not, so a replica that
+//! is briefly down only lends its keys to its neighbours and gets exactly
+//! the same keys back when it returns.
+
+use std::sync::Arc;
+
+use ring::{BoundedLoad, Maglev, RingConfig, ServerId, SlottedRing};
+
+use super::{Pick, Policy, PolicyError};
+use crate::replica::Replica;
+
+/// Maps ring ids back to indices of the member slice.
+#[derive(Debug, Default, Clone)]
+struct IdIndex(Vec<u32>);
+
+impl IdIndex {
+    const NONE: u32 = u32::MAX;
+
+    fn new(replicas: &[Arc<Replica>]) -> Self {
+        let max = replicas.iter().map(|r| r.id as usize).max().unwrap_or(0);
+        let mut index = vec![Self::NONE; max + 1];
+        for (i, r) in replicas.iter().enumerate() {
+            index[r.id as usize] = u32::try_from(i).unwrap_or(Self::NONE);
+        }
+        Self(index)
+    }
+
+    #[inline]
+    fn get(&self, id: ServerId) -> Option<usize> {
+        match self.0.get(id as usize) {
+            Some(&i) if i != Self::NONE => Some(i as usize),
+            _ => None,
+        }
+    }
+
+    /// The first candidate that maps to a usable member.
+    #[inline]
+    fn first_usable(&self, candidates: impl Iterator<Item = ServerId>, pick: &Pick<'_>) -> Option<usize> {
+        candidates.filter_map(|id| self.get(id)).find(|&i| pick.usable(i))
+    }
+}
+
+fn ids(replicas: &[Arc<Replica>]) -> Vec<ServerId> {
+    replicas.iter().map(|r| r.id).collect()
+}
+
+/// The spec's slotted ring: M slots, K virtual nodes a replica, quadratic
+/// probing, hash functions chosen by `--hash-preset`.
+#[derive(Debug, Clone)]
+pub struct RingPolicy {
+    ring: SlottedRing,
+    index: IdIndex,
+}
+
+impl RingPolicy {
+    pub fn new(config: RingConfig) -> Result<Self, PolicyError> {
+        Ok(Self { ring: SlottedRing::new(config)?, index: IdIndex::default() })
+    }
+}
+
+impl Policy for RingPolicy {
+    fn name(&self) -> &'static str {
+        "ring"
+    }
+
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        self.index.first_usable(self.ring.candidates(pick.key), pick)
+    }
+
+    /// Applies the difference to a copy of the current ring instead of
+    /// building from scratch: a survivor's virtual nodes then stay where
+    /// quadratic probing put them, so only the changed replicas' keys move.
+    fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
+        let wanted = ids(replicas);
+        let mut ring = self.ring.clone();
+        let current: Vec<ServerId> = ring.servers().to_vec();
+        for id in current.iter().filter(|id| !wanted.contains(id)) {
+            ring.remove(*id)?;
+        }
+        for id in wanted.iter().filter(|id| !current.contains(id)) {
+            ring.add(*id)?;
+        }
+        Ok(Some(Arc::new(Self { ring, index: IdIndex::new(replicas) })))
+    }
+}
+
+/// Maglev hashing: near-perfect balance, minimal disruption, O(1) lookup.
+#[derive(Debug, Default)]
+pub struct MaglevPolicy {
+    table: Option<Maglev>,
+    index: IdIndex,
+}
+
+impl Policy for MaglevPolicy {
+    fn name(&self) -> &'static str {
+        "maglev"
+    }
+
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        self.index.first_usable(self.table.as_ref()?.candidates(pick.key), pick)
+    }
+
+    fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
+        let table = if replicas.is_empty() { None } else { Some(Maglev::build(&ids(replicas))?) };
+        Ok(Some(Arc::new(Self { table, index: IdIndex::new(replicas) })))
+    }
+}
+
+/// Consistent hashing with bounded loads over a Maglev table: the key's
+/// replica unless it already has more than `(1 + eps)` times the mean of
+/// the requests in flight, then the next one in the key's candidate order.
+#[derive(Debug)]
+pub struct BoundedLoadPolicy {
+    bound: BoundedLoad,
+    maglev: MaglevPolicy,
+}
+
+impl BoundedLoadPolicy {
+    pub fn new(eps: f64) -> Result<Self, PolicyError> {
+        let bound = BoundedLoad::new(eps).map_err(|e| PolicyError::Option(e.to_string()))?;
+        Ok(Self { bound, maglev: MaglevPolicy::default() })
+    }
+}
+
+impl Policy for BoundedLoadPolicy {
+    fn name(&self) -> &'static str {
+        "bounded-load"
+    }
+
+    fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        let table = self.maglev.table.as_ref()?;
+        let (usable, total) = (0..pick.replicas.len())
+            .filter(|&i| pick.usable(i))
+            .fold((0usize, 0u64), |(n, t), i| (n + 1, t + pick.replicas[i].in_flight()));
+        if usable == 0 {
+            return None;
+        }
+        let index = &self.maglev.index;
+        let candidates = table
+            .candidates(pick.key)
+            .filter(|&id| index.get(id).is_some_and(|i| pick.usable(i)));
+        let load = |id: ServerId| index.get(id).map_or(u64::MAX, |i| pick.replicas[i].in_flight());
+        let chosen = self.bound.pick(candidates, usable, total, load)?;
+        index.get(chosen)
+    }
+
+    fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
+        let table = if replicas.is_empty() { None } else { Some(Maglev::build(&ids(replicas))?) };
+        Ok(Some(Arc::new(Self {
+            bound: self.bound.clone(),
+            maglev: MaglevPolicy { table, index: IdIndex::new(replicas) },
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{policy::testing, replica::Health};
+
+    fn built(policy: &dyn Policy, replicas: &[Arc<Replica>]) -> Arc<dyn Policy> {
+        policy.rebuild(replicas).expect("rebuild").expect("rebuilt")
+    }
+
+    fn max_over_mean(counts: &[usize]) -> f64 {
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        *counts.iter().max().expect("non-empty") as f64 / mean
+    }
+
+    #[test]
+    fn maglev_balances_10k_requests_over_3() {
+        let replicas = testing::replicas(3);
+        let policy = built(&MaglevPolicy::default(), &replicas);
+        let counts = testing::spread(policy.as_ref(), &replicas, 10_000);
+        assert!(max_over_mean(&counts) <= 1.05, "{counts:?}");
+    }
+
+    #[test]
+    fn spec_ring_is_skewed_as_the_spec_predicts() {
+        let replicas = testing::replicas(3);
+        let policy = built(&RingPolicy::new(RingConfig::default()).expect("ring"), &replicas);
+        let mut counts = vec![0; 3];
+        for _ in 0..10_000 {
+            let key = fastrand::u64(100_000..=999_999);
+            let i = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
+            counts[i] += 1;
+        }
+        assert!(max_over_mean(&counts) > 1.5, "{counts:?}");
+    }
+
+    #[test]
+    fn a_down_replica_gets_its_keys_back_when_up() {
+        let replicas = testing::replicas(3);
+        for policy in [
+            built(&MaglevPolicy::default(), &replicas),
+            built(&RingPolicy::new(RingConfig::default()).expect("ring"), &replicas),
+        ] {
+            let map = |key| policy.pick(&Pick { key, replicas: &replicas, tried: &[] });
+            let before: Vec<_> = (0..1000).map(map).collect();
+            replicas[1].set_health(Health::Down);
+            let during: Vec<_> = (0..1000).map(map).collect();
+            replicas[1].set_health(Health::Up);
+            let after: Vec<_> = (0..1000).map(map).collect();
+            assert_eq!(before, after);
+            for (b, d) in before.iter().zip(&during) {
+                if *b != Some(1) {
+                    assert_eq!(b, d, "only the down replica's keys move");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ring_rejects_more_replicas_than_slots_allow() {
+        let config = RingConfig { slots: 16, vnodes: 9, ..RingConfig::default() };
+        let policy = RingPolicy::new(config).expect("ring");
+        assert!(policy.rebuild(&testing::replicas(1)).is_ok());
+        assert!(matches!(policy.rebuild(&testing::replicas(2)), Err(PolicyError::Ring(_))));
+    }
+
+    #[test]
+    fn bounded_load_spills_from_an_overloaded_replica() {
+        let replicas = testing::replicas(3);
+        let policy = built(&BoundedLoadPolicy::new(0.25).expect("eps"), &replicas);
+        let key = 42;
+        let home = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
+        let _held: Vec<_> = (0..10).map(|_| replicas[home].start_request()).collect();
+        let next = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
+        assert_ne!(next, home, "capacity ceil(1.25 * 11 / 3) = 5 < 10 in flight");
+    }
+}

@@ -1,0 +1,208 @@
+//! A replica as the data path sees it: where it listens and how it is doing.
+//!
+//! A [`Replica`] is shared (`Arc`) between pool snapshots, so its counters
+//! (requests in flight, served, failures) and its health survive every
+//! rebuild of the selection policy: a membership change must not reset
+//! least-connections or P2C state (the lesson of Pingora #269, Traefik
+//! #13913). Everything here is atomics; the hot path never locks.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU8, AtomicU64, Ordering},
+    time::Instant,
+};
+
+/// The integer id of a replica on the ring: `server-1` is id 1.
+pub type ReplicaId = u32;
+
+/// Whether a replica takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// In rotation.
+    Up,
+    /// A proxied request failed to connect or was reset: out of rotation at
+    /// once, until active checks see it answer `rise` times.
+    Suspect,
+    /// Failed `fall` active checks in a row, or its process exited.
+    Down,
+    /// Removed by `/rm`: finishing the requests it already has.
+    Draining,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Up,
+            1 => Self::Suspect,
+            2 => Self::Down,
+            _ => Self::Draining,
+        }
+    }
+    fn as_u8(self) -> u8 {
+        match self {
+            Self::Up => 0,
+            Self::Suspect => 1,
+            Self::Down => 2,
+            Self::Draining => 3,
+        }
+    }
+}
+
+/// One running replica (one process or container incarnation).
+#[derive(Debug)]
+pub struct Replica {
+    /// Hostname, unique in the pool (`server-1`, or a name given to `/add`).
+    pub name: String,
+    /// Ring id; a replacement keeps it so keys map as before.
+    pub id: ReplicaId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `host:port` for the `Host` of forwarded requests and the client URI.
+    pub authority: http::uri::Authority,
+    /// Relative weight for weighted round robin (>= 1).
+    pub weight: u32,
+    /// Which incarnation of `name` this is; bumps on every replacement.
+    pub generation: u64,
+    /// Process id when the replica is a local process.
+    pub pid: Option<u32>,
+    pub started: Instant,
+    health: AtomicU8,
+    in_flight: AtomicU64,
+    served: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Replica {
+    pub fn new(
+        name: impl Into<String>,
+        id: ReplicaId,
+        addr: SocketAddr,
+        weight: u32,
+        generation: u64,
+    ) -> Self {
+        let authority = addr
+            .to_string()
+            .parse()
+            .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"));
+        Self {
+            name: name.into(),
+            id,
+            addr,
+            authority,
+            weight: weight.max(1),
+            generation,
+            pid: None,
+            started: Instant::now(),
+            health: AtomicU8::new(Health::Up.as_u8()),
+            in_flight: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    #[must_use]
+    pub fn with_pid(mut self, pid: Option<u32>) -> Self {
+        self.pid = pid;
+        self
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Sets the health and returns the previous one.
+    pub fn set_health(&self, health: Health) -> Health {
+        Health::from_u8(self.health.swap(health.as_u8(), Ordering::AcqRel))
+    }
+
+    /// Moves `from` -> `to` only if the replica is still in `from`, so a
+    /// passive "suspect" never overrides a "down" or "draining".
+    pub fn transition(&self, from: Health, to: Health) -> bool {
+        self.health
+            .compare_exchange(from.as_u8(), to.as_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether a policy may send it a new request.
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == Health::Up.as_u8()
+    }
+
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request in flight until the guard is dropped (when the
+    /// response body has been sent, or the attempt failed).
+    #[inline]
+    pub fn start_request(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// A request in flight to a replica; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight(std::sync::Arc<Replica>);
+
+impl InFlight {
+    /// The request got a response from the replica.
+    pub fn served(&self) {
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn replica() -> Arc<Replica> {
+        Arc::new(Replica::new("s1", 1, "127.0.0.1:1".parse().expect("addr"), 1, 0))
+    }
+
+    #[test]
+    fn in_flight_counts_until_guard_drops() {
+        let r = replica();
+        let a = r.start_request();
+        let b = r.start_request();
+        assert_eq!(r.in_flight(), 2);
+        drop(a);
+        assert_eq!(r.in_flight(), 1);
+        b.served();
+        drop(b);
+        assert_eq!((r.in_flight(), r.served()), (0, 1));
+    }
+
+    #[test]
+    fn transition_only_from_the_expected_state() {
+        let r = replica();
+        assert!(r.is_available());
+        assert!(r.transition(Health::Up, Health::Suspect));
+        assert!(!r.is_available());
+        r.set_health(Health::Down);
+        assert!(!r.transition(Health::Up, Health::Suspect));
+        assert_eq!(r.health(), Health::Down);
+    }
+}
