@@ -138,6 +138,10 @@ pub struct Config {
     #[arg(long, env = "LB_DOCKER_PROJECT", default_value = "lb")]
     pub docker_project: String,
 
+    /// Worker threads of the async runtime (default: one per core).
+    #[arg(long, env = "LB_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
     /// Log filter (tracing's EnvFilter syntax, e.g. info, balancer=debug).
     #[arg(long, env = "LB_LOG", default_value = "info")]
     pub log: String,

@@ -41,6 +41,12 @@ impl Pool {
         self.current.load()
     }
 
+    /// The current snapshot as an owned `Arc`, for holders that await.
+    #[inline]
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
     /// Publishes a new member set. On error (a ring that cannot hold them)
     /// the old snapshot stays in place.
     pub fn publish(&self, mut replicas: Vec<Arc<Replica>>) -> Result<(), PolicyError> {

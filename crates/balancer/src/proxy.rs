@@ -115,7 +115,8 @@ impl Proxy {
         let path_and_query = parts.uri.path_and_query().cloned();
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
 
-        let snapshot = self.pool.load();
+        // An owned Arc, not a borrowed guard: it is held across awaits.
+        let snapshot = self.pool.load_full();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         for attempt in 0..=self.config.retries {
