@@ -89,11 +89,11 @@ mod tests {
     #[test]
     fn a_ring_that_cannot_hold_the_members_changes_nothing() {
         let options = PolicyOptions {
-            ring: ring::RingConfig { slots: 20, vnodes: 9, ..Default::default() },
+            ring: ring::RingConfig { slots: 22, vnodes: 9, ..Default::default() },
             ..Default::default()
         };
         let pool = Pool::new(from_name("ring", &options).expect("policy")).expect("pool");
-        pool.publish(testing::replicas(2)).expect("18 vnodes fit in 20 slots");
+        pool.publish(testing::replicas(2)).expect("18 vnodes fit in 22 slots");
         assert!(pool.check(&[1, 2, 3]).is_err());
         assert!(pool.publish(testing::replicas(3)).is_err());
         assert_eq!(pool.load().replicas.len(), 2);

@@ -124,8 +124,8 @@ async fn admin_token_guards_add_and_rm() {
 
 #[tokio::test]
 async fn a_ring_that_cannot_hold_more_replicas_refuses_add() {
-    // 20 slots, 9 vnodes: two replicas fit, a third cannot.
-    let lb = start_balancer(&["--replicas", "2", "--policy", "ring", "--slots", "20", "--vnodes", "9"]).await;
+    // 22 slots, 9 vnodes: two replicas fit, a third cannot.
+    let lb = start_balancer(&["--replicas", "2", "--policy", "ring", "--slots", "22", "--vnodes", "9"]).await;
     let (status, body) = lb.post("/add", r#"{"n": 1}"#).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["message"].as_str().expect("message").contains("ring"), "{body}");

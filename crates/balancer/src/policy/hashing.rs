@@ -216,10 +216,10 @@ mod tests {
 
     #[test]
     fn ring_rejects_more_replicas_than_slots_allow() {
-        let config = RingConfig { slots: 16, vnodes: 9, ..RingConfig::default() };
+        let config = RingConfig { slots: 22, vnodes: 9, ..RingConfig::default() };
         let policy = RingPolicy::new(config).expect("ring");
-        assert!(policy.rebuild(&testing::replicas(1)).is_ok());
-        assert!(matches!(policy.rebuild(&testing::replicas(2)), Err(PolicyError::Ring(_))));
+        assert!(policy.rebuild(&testing::replicas(2)).is_ok());
+        assert!(matches!(policy.rebuild(&testing::replicas(3)), Err(PolicyError::Ring(_))));
     }
 
     #[test]
