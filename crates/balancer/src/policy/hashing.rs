@@ -151,7 +151,7 @@ impl Policy for BoundedLoadPolicy {
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
         let table = if replicas.is_empty() { None } else { Some(Maglev::build(&ids(replicas))?) };
         Ok(Some(Arc::new(Self {
-            bound: self.bound.clone(),
+            bound: self.bound,
             maglev: MaglevPolicy { table, index: IdIndex::new(replicas) },
         })))
     }
