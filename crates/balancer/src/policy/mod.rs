@@ -83,7 +83,10 @@ pub struct PolicyOptions {
 
 impl Default for PolicyOptions {
     fn default() -> Self {
-        Self { ring: ring::RingConfig::default(), bounded_eps: 0.25 }
+        Self {
+            ring: ring::RingConfig::default(),
+            bounded_eps: 0.25,
+        }
     }
 }
 
@@ -92,25 +95,37 @@ type Constructor = fn(&PolicyOptions) -> Result<Arc<dyn Policy>, PolicyError>;
 /// Every policy `--policy` accepts: name, one-line description, constructor.
 /// A new policy is one more line here.
 pub const REGISTRY: &[(&str, &str, Constructor)] = &[
-    ("maglev", "Maglev consistent hashing (65537-entry table): even and stable", |_| {
-        Ok(Arc::new(MaglevPolicy::default()))
+    (
+        "maglev",
+        "Maglev consistent hashing (65537-entry table): even and stable",
+        |_| Ok(Arc::new(MaglevPolicy::default())),
+    ),
+    (
+        "ring",
+        "the spec's slotted ring (M slots, K vnodes, --hash-preset)",
+        |o| Ok(Arc::new(RingPolicy::new(o.ring)?)),
+    ),
+    (
+        "bounded-load",
+        "consistent hashing with bounded loads (Mirrokni et al.)",
+        |o| Ok(Arc::new(BoundedLoadPolicy::new(o.bounded_eps)?)),
+    ),
+    ("round-robin", "each replica in turn", |_| {
+        Ok(Arc::new(RoundRobin::default()))
     }),
-    ("ring", "the spec's slotted ring (M slots, K vnodes, --hash-preset)", |o| {
-        Ok(Arc::new(RingPolicy::new(o.ring)?))
-    }),
-    ("bounded-load", "consistent hashing with bounded loads (Mirrokni et al.)", |o| {
-        Ok(Arc::new(BoundedLoadPolicy::new(o.bounded_eps)?))
-    }),
-    ("round-robin", "each replica in turn", |_| Ok(Arc::new(RoundRobin::default()))),
-    ("weighted-round-robin", "smooth weighted round robin (--weight NAME=W)", |_| {
-        Ok(Arc::new(WeightedRoundRobin::default()))
-    }),
+    (
+        "weighted-round-robin",
+        "smooth weighted round robin (--weight NAME=W)",
+        |_| Ok(Arc::new(WeightedRoundRobin::default())),
+    ),
     ("least-connections", "fewest requests in flight", |_| {
         Ok(Arc::new(LeastConnections::default()))
     }),
-    ("p2c", "power of two random choices, fewer in flight wins", |_| {
-        Ok(Arc::new(PowerOfTwoChoices))
-    }),
+    (
+        "p2c",
+        "power of two random choices, fewer in flight wins",
+        |_| Ok(Arc::new(PowerOfTwoChoices)),
+    ),
     ("random", "uniformly random", |_| Ok(Arc::new(RandomPolicy))),
 ];
 
@@ -132,7 +147,10 @@ pub fn from_name(name: &str, options: &PolicyOptions) -> Result<Arc<dyn Policy>,
 }
 
 /// A policy ready for a member set: `rebuild` applied, or the policy itself.
-pub fn prepared(policy: &Arc<dyn Policy>, replicas: &[Arc<Replica>]) -> Result<Arc<dyn Policy>, PolicyError> {
+pub fn prepared(
+    policy: &Arc<dyn Policy>,
+    replicas: &[Arc<Replica>],
+) -> Result<Arc<dyn Policy>, PolicyError> {
     Ok(policy.rebuild(replicas)?.unwrap_or_else(|| policy.clone()))
 }
 
@@ -195,8 +213,18 @@ impl KeySource {
                 std::net::IpAddr::V6(v6) => bytes_key(&v6.octets()),
             },
             Self::Path => bytes_key(parts.uri.path().as_bytes()),
-            Self::Header(name) => parts.headers.get(name).and_then(|v| bytes_key(v.as_bytes())),
-            Self::Cookie(name) => cookie(&parts.headers, name).and_then(|v| bytes_key(v.as_bytes())),
+            // A numeric value is the request id itself, as the spec's ids
+            // are, so `--key header:x-request-id` reproduces the spec's
+            // mapping of known ids; anything else is hashed.
+            Self::Header(name) => parts.headers.get(name).and_then(|v| {
+                std::str::from_utf8(v.as_bytes())
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .or_else(|| bytes_key(v.as_bytes()))
+            }),
+            Self::Cookie(name) => {
+                cookie(&parts.headers, name).and_then(|v| bytes_key(v.as_bytes()))
+            }
         };
         key.unwrap_or_else(|| fastrand::u64(100_000..=999_999))
     }
@@ -232,7 +260,11 @@ pub(crate) mod testing {
     pub fn spread(policy: &dyn Policy, replicas: &[Arc<Replica>], n: usize) -> Vec<usize> {
         let mut counts = vec![0; replicas.len()];
         for _ in 0..n {
-            let pick = Pick { key: fastrand::u64(..), replicas, tried: &[] };
+            let pick = Pick {
+                key: fastrand::u64(..),
+                replicas,
+                tried: &[],
+            };
             if let Some(i) = policy.pick(&pick) {
                 counts[i] += 1;
             }
@@ -254,7 +286,11 @@ mod tests {
             let policy = prepared(&policy, &replicas).expect("prepared");
             for key in 0..500 {
                 let tried = [2];
-                let pick = Pick { key, replicas: &replicas, tried: &tried };
+                let pick = Pick {
+                    key,
+                    replicas: &replicas,
+                    tried: &tried,
+                };
                 let i = policy.pick(&pick).expect("a usable replica exists");
                 assert!(i != 1 && i != 2, "{name} picked unusable replica {i}");
             }
@@ -268,11 +304,22 @@ mod tests {
             r.set_health(crate::replica::Health::Down);
         }
         for name in names() {
-            let policy = prepared(&from_name(name, &PolicyOptions::default()).expect("builds"), &replicas)
-                .expect("prepared");
-            let pick = Pick { key: 7, replicas: &replicas, tried: &[] };
+            let policy = prepared(
+                &from_name(name, &PolicyOptions::default()).expect("builds"),
+                &replicas,
+            )
+            .expect("prepared");
+            let pick = Pick {
+                key: 7,
+                replicas: &replicas,
+                tried: &[],
+            };
             assert_eq!(policy.pick(&pick), None, "{name}");
-            let pick = Pick { key: 7, replicas: &[], tried: &[] };
+            let pick = Pick {
+                key: 7,
+                replicas: &[],
+                tried: &[],
+            };
             assert_eq!(policy.pick(&pick), None, "{name} on an empty pool");
         }
     }
@@ -296,6 +343,19 @@ mod tests {
         let k = |s: &str| s.parse::<KeySource>().expect("parses").key(&parts, ip);
         assert_eq!(k("path"), ring::key_from_bytes(b"/a/b"));
         assert_eq!(k("header:x-user"), ring::key_from_bytes(b"alice"));
+        let numeric = http::Request::builder()
+            .header("x-id", "123456")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0;
+        assert_eq!(
+            "header:x-id"
+                .parse::<KeySource>()
+                .expect("parses")
+                .key(&numeric, ip),
+            123_456
+        );
         assert_eq!(k("cookie:session"), ring::key_from_bytes(b"abc"));
         assert_eq!(k("client-ip"), ring::key_from_bytes(&[10, 1, 2, 3]));
         assert!((100_000..=999_999).contains(&k("random")));

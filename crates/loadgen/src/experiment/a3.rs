@@ -1,0 +1,296 @@
+//! A-3: every endpoint exercised (each status recorded), then a replica
+//! SIGKILLed in the middle of a paced run: per-request latency over time,
+//! time to detect, time until the replacement serves, failed requests.
+
+use std::{fmt::Write as _, time::Duration};
+
+use serde_json::Value;
+
+use super::{ExperimentError, Settings, Stack, StackSpec, provenance, table, write, write_json};
+use crate::{RunConfig, chart, run::TraceEntry};
+
+const VICTIM: &str = "server-2";
+
+/// (method, path, body, expected status)
+const ENDPOINTS: [(&str, &str, &str, u16); 14] = [
+    ("GET", "/home", "", 200),
+    ("GET", "/heartbeat", "", 200),
+    ("GET", "/rep", "", 200),
+    (
+        "POST",
+        "/add",
+        r#"{"n": 1, "hostnames": ["a3-extra"]}"#,
+        200,
+    ),
+    ("GET", "/rep", "", 200),
+    (
+        "DELETE",
+        "/rm",
+        r#"{"n": 1, "hostnames": ["a3-extra"]}"#,
+        200,
+    ),
+    ("POST", "/add", r#"{"n": 1, "hostnames": ["x", "y"]}"#, 400),
+    (
+        "DELETE",
+        "/rm",
+        r#"{"n": 1, "hostnames": ["server-1", "server-2"]}"#,
+        400,
+    ),
+    ("POST", "/add", r#"{"n": "#, 400),
+    ("DELETE", "/rm", r#"{"n": 1, "hostnames": ["ghost"]}"#, 404),
+    ("GET", "/other", "", 400),
+    ("GET", "/lb/status", "", 200),
+    ("GET", "/lb/metrics", "", 200),
+    ("GET", "/lb/events", "", 200),
+];
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn exercise(stack: &Stack) -> Result<(String, String, bool), ExperimentError> {
+    let mut csv = String::from("method,path,body,status,expected\n");
+    let mut rows = Vec::new();
+    let mut all_ok = true;
+    for (method, path, body, expected) in ENDPOINTS {
+        let (status, reply) = stack.request(method, path, body).await?;
+        all_ok &= status == expected;
+        let _ = writeln!(csv, "{method},{path},{:?},{status},{expected}", body);
+        let shown: String = reply
+            .chars()
+            .take(90)
+            .collect::<String>()
+            .replace('|', "\\|")
+            .replace('\n', " ");
+        rows.push(vec![
+            method.to_owned(),
+            format!("`{path}`"),
+            if body.is_empty() {
+                String::new()
+            } else {
+                format!("`{body}`")
+            },
+            status.to_string(),
+            expected.to_string(),
+            format!("`{shown}`"),
+        ]);
+    }
+    Ok((
+        csv,
+        table(
+            &[
+                "method",
+                "path",
+                "body",
+                "status",
+                "expected",
+                "reply (start)",
+            ],
+            &rows,
+        ),
+        all_ok,
+    ))
+}
+
+fn victim_pid(status: &Value) -> Option<u32> {
+    status["replicas"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == VICTIM)?["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+fn event_after(events: &Value, kinds: &[&str], after: u64) -> Option<u64> {
+    events["events"]
+        .as_array()?
+        .iter()
+        .filter(|e| e["replica"] == VICTIM && kinds.iter().any(|k| e["kind"] == *k))
+        .filter_map(|e| e["at_ms"].as_u64())
+        .find(|&t| t >= after)
+}
+
+pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> {
+    let dir = settings.dir("a3")?;
+    let stack = Stack::start(&StackSpec::new(3, "maglev"), &settings.replica_program).await?;
+    let result = measure(settings, &stack).await;
+    stack.stop().await;
+    let (endpoints_csv, endpoints_table, endpoints_ok, outcome) = result?;
+    write(&dir.join("endpoints.csv"), endpoints_csv)?;
+    let Outcome {
+        report,
+        kill_unix_ms,
+        kill_offset_ms,
+        detected_ms,
+        replaced_ms,
+        first_served_ms,
+        events,
+    } = outcome;
+    write_json(&dir.join("events.json"), &events)?;
+    let trace: &[TraceEntry] = report.trace.as_deref().unwrap_or(&[]);
+    let mut csv = String::from("index,start_ms,latency_ms,status,replica\n");
+    for t in trace {
+        let _ = writeln!(
+            csv,
+            "{},{:.3},{:.3},{},{}",
+            t.index,
+            t.start_ms,
+            t.latency_ms,
+            t.status,
+            t.replica.as_deref().unwrap_or("")
+        );
+    }
+    write(&dir.join("trace.csv"), csv)?;
+    let mut points: Vec<(f64, f64)> = trace
+        .iter()
+        .map(|t| (t.start_ms / 1e3, t.latency_ms))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut markers = vec![(kill_offset_ms / 1e3, "kill".to_owned())];
+    if let Some(d) = detected_ms {
+        markers.push(((kill_offset_ms + d as f64) / 1e3, "detected".into()));
+    }
+    if let Some(r) = replaced_ms {
+        markers.push(((kill_offset_ms + r as f64) / 1e3, "replaced".into()));
+    }
+    chart::line_chart(
+        &dir.join("a3.svg"),
+        &format!(
+            "A-3: latency of each request, {VICTIM} SIGKILLed at t = {:.2} s",
+            kill_offset_ms / 1e3
+        ),
+        "time since start (s)",
+        "latency (ms)",
+        &[("per-request latency".to_owned(), points)],
+        &markers,
+    )?;
+    let ms = |v: Option<u64>| v.map_or_else(|| "not observed".to_owned(), |v| format!("{v} ms"));
+    let rows = vec![
+        vec!["requests".into(), report.requests.to_string()],
+        vec!["failed requests".into(), report.failed.to_string()],
+        vec!["statuses".into(), format!("{:?}", report.status_counts)],
+        vec![
+            format!("kill of {VICTIM} to detection (process exit / heartbeat)"),
+            ms(detected_ms),
+        ],
+        vec!["kill to replacement in rotation".into(), ms(replaced_ms)],
+        vec![
+            "kill to first request served by the replacement".into(),
+            ms(first_served_ms),
+        ],
+        vec![
+            "latency p50 / p99 / max (ms)".into(),
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.max
+            ),
+        ],
+    ];
+    let summary = format!(
+        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `kill -9` of {VICTIM} at Unix ms {kill_unix_ms}.\n\n![A-3](a3.svg)\n\n{}",
+        provenance(settings),
+        report.requests,
+        settings.failure_rate,
+        settings.concurrency.min(16),
+        table(&["measure", "value"], &rows),
+    );
+    write(&dir.join("summary.md"), &summary)?;
+    if !endpoints_ok {
+        return Err(ExperimentError::Failed(format!(
+            "an endpoint answered an unexpected status; see {}",
+            dir.join("summary.md").display()
+        )));
+    }
+    Ok(summary)
+}
+
+struct Outcome {
+    report: crate::Report,
+    kill_unix_ms: u64,
+    kill_offset_ms: f64,
+    detected_ms: Option<u64>,
+    replaced_ms: Option<u64>,
+    first_served_ms: Option<u64>,
+    events: Value,
+}
+
+async fn measure(
+    settings: &Settings,
+    stack: &Stack,
+) -> Result<(String, String, bool, Outcome), ExperimentError> {
+    let (csv, tbl, ok) = exercise(stack).await?;
+    let status = stack.json("/lb/status").await?;
+    let pid = victim_pid(&status)
+        .ok_or_else(|| ExperimentError::Failed(format!("no pid for {VICTIM}: {status}")))?;
+    let config = RunConfig {
+        target: stack.url.clone(),
+        requests: settings.failure_requests,
+        concurrency: settings.concurrency.min(16),
+        trace: true,
+        rate: Some(settings.failure_rate),
+        ..RunConfig::default()
+    };
+    let kill_after =
+        Duration::from_secs_f64(settings.failure_requests as f64 / settings.failure_rate / 3.0);
+    let load = tokio::spawn(crate::run(config));
+    let started = unix_ms();
+    tokio::time::sleep(kill_after).await;
+    let kill_unix_ms = unix_ms();
+    let killed = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status();
+    if !killed.is_ok_and(|s| s.success()) {
+        return Err(ExperimentError::Failed(format!(
+            "could not kill {VICTIM} (pid {pid})"
+        )));
+    }
+    let report = load
+        .await
+        .map_err(|e| ExperimentError::Failed(e.to_string()))??;
+    // Give the replacement a moment if the run ended before it served.
+    let mut events = stack.json("/lb/events").await?;
+    for _ in 0..50 {
+        if event_after(&events, &["replaced"], kill_unix_ms).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events = stack.json("/lb/events").await?;
+    }
+    let since = |t: Option<u64>| t.map(|t| t.saturating_sub(kill_unix_ms));
+    let detected_ms = since(event_after(&events, &["exited", "down"], kill_unix_ms));
+    let replaced_ms = since(event_after(&events, &["replaced"], kill_unix_ms));
+    let first_served_ms = report
+        .trace
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .filter(|t| t.replica.as_deref() == Some(VICTIM) && t.start_unix_ms >= kill_unix_ms)
+        .map(|t| t.start_unix_ms + t.latency_ms as u64)
+        .min()
+        .map(|t| t.saturating_sub(kill_unix_ms));
+    // The run's own clock starts after its connection probe: line the kill
+    // up with the trace, not with when we spawned the run.
+    let run_start = report
+        .trace
+        .as_deref()
+        .and_then(|t| t.first())
+        .map_or(started as f64, |t| t.start_unix_ms as f64 - t.start_ms);
+    let kill_offset_ms = kill_unix_ms as f64 - run_start;
+    Ok((
+        csv,
+        tbl,
+        ok,
+        Outcome {
+            report,
+            kill_unix_ms,
+            kill_offset_ms,
+            detected_ms,
+            replaced_ms,
+            first_served_ms,
+            events,
+        },
+    ))
+}

@@ -1,0 +1,134 @@
+//! A stack for one measurement: a balancer (in this process) over replica
+//! processes, started fresh and torn down after, so runs never share state.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use balancer::{
+    Balancer, Config,
+    orchestrator::{ProcessOrchestrator, process::BackendCommand},
+};
+
+use super::ExperimentError;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackSpec {
+    pub replicas: usize,
+    pub policy: String,
+    pub preset: ring::HashPreset,
+    /// Ring shape (`--slots`, `--vnodes`); the spec's 512 and 9 by default.
+    pub slots: u64,
+    pub vnodes: u32,
+    pub key: String,
+}
+
+impl StackSpec {
+    pub fn new(replicas: usize, policy: &str) -> Self {
+        Self {
+            replicas,
+            policy: policy.into(),
+            preset: ring::HashPreset::Spec,
+            slots: 512,
+            vnodes: 9,
+            key: "random".into(),
+        }
+    }
+}
+
+/// A running stack.
+pub struct Stack {
+    running: Option<balancer::Running>,
+    pub url: String,
+}
+
+impl Stack {
+    pub async fn start(spec: &StackSpec, replica_program: &Path) -> Result<Self, ExperimentError> {
+        let key = spec.key.parse().map_err(ExperimentError::Stack)?;
+        let config = Config {
+            listen: "127.0.0.1:0".into(),
+            replicas: spec.replicas,
+            max_replicas: 16,
+            policy: spec.policy.clone(),
+            hash_preset: spec.preset,
+            slots: spec.slots,
+            vnodes: Some(spec.vnodes),
+            key,
+            health_interval: Duration::from_millis(250),
+            health_timeout: Duration::from_millis(250),
+            ..Config::default()
+        };
+        let command = BackendCommand {
+            program: replica_program.to_path_buf(),
+            args: vec!["backend".into()],
+        };
+        let orchestrator = Arc::new(ProcessOrchestrator::new(
+            command,
+            Vec::new(),
+            Duration::from_secs(5),
+        ));
+        let running = Balancer::new(config)
+            .with_orchestrator(orchestrator)
+            .start()
+            .await
+            .map_err(|e| ExperimentError::Stack(e.to_string()))?;
+        let url = format!("http://{}", running.addr());
+        let stack = Self {
+            running: Some(running),
+            url,
+        };
+        let members = stack.json("/rep").await?;
+        let n = members["message"]["N"].as_u64().unwrap_or(0);
+        if n != spec.replicas as u64 {
+            return Err(ExperimentError::Stack(format!(
+                "wanted {} replicas, got {members}",
+                spec.replicas
+            )));
+        }
+        Ok(stack)
+    }
+
+    /// GET `path` on the balancer, as JSON.
+    pub async fn json(&self, path: &str) -> Result<serde_json::Value, ExperimentError> {
+        let (_, body) = self.request("GET", path, "").await?;
+        serde_json::from_str(&body)
+            .map_err(|e| ExperimentError::Failed(format!("{path}: {e}: {body}")))
+    }
+
+    /// Any request to the balancer: (status, body).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), ExperimentError> {
+        use http_body_util::BodyExt as _;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .map_err(|e| ExperimentError::Failed(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .map_err(|_| ExperimentError::Failed(format!("{method} {path} timed out")))?
+            .map_err(|e| ExperimentError::Failed(format!("{method} {path}: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ExperimentError::Failed(e.to_string()))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
