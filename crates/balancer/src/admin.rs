@@ -50,49 +50,74 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/rep", get(rep))
         .route("/add", post(add))
         .route("/rm", delete(rm))
-        .route("/lb/health", get(|| async { Json(json!({"status": "successful"})) }))
+        .route(
+            "/lb/health",
+            get(|| async { Json(json!({"status": "successful"})) }),
+        )
         .route("/lb/status", get(status))
         .route("/lb/metrics", get(metrics))
         .route("/lb/events", get(events))
         .method_not_allowed_fallback(|| async {
-            failure(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+            failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
         })
         .fallback(proxy)
         .with_state(app)
 }
 
-async fn proxy(State(app): State<Arc<App>>, ConnectInfo(client): ConnectInfo<SocketAddr>, req: Request) -> Response {
+async fn proxy(
+    State(app): State<Arc<App>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     app.proxy.forward(client, req).await
 }
 
 fn membership(names: Vec<String>) -> Response {
-    Json(json!({"message": {"N": names.len(), "replicas": names}, "status": "successful"})).into_response()
+    Json(json!({"message": {"N": names.len(), "replicas": names}, "status": "successful"}))
+        .into_response()
 }
 
 async fn rep(State(app): State<Arc<App>>) -> Response {
     membership(app.control.members().await)
 }
 
-async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, AdminError> {
+async fn add(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
     let change = Change::parse(body, app.max_replicas).await?;
     if change.hostnames.len() > change.n {
         return Err(AdminError::TooManyHostnamesToAdd);
     }
-    Ok(membership(app.control.add(change.n, change.hostnames).await?))
+    Ok(membership(
+        app.control.add(change.n, change.hostnames).await?,
+    ))
 }
 
-async fn rm(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Result<Response, AdminError> {
+async fn rm(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AdminError> {
     authorize(&app, &headers)?;
     let change = Change::parse(body, usize::MAX).await?;
     if change.hostnames.len() > change.n {
         return Err(AdminError::TooManyHostnamesToRemove);
     }
-    Ok(membership(app.control.remove(change.n, change.hostnames).await?))
+    Ok(membership(
+        app.control.remove(change.n, change.hostnames).await?,
+    ))
 }
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
-    let Some(token) = &app.admin_token else { return Ok(()) };
+    let Some(token) = &app.admin_token else {
+        return Ok(());
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -115,7 +140,9 @@ struct Change {
 
 impl Change {
     async fn parse(body: Body, max_n: usize) -> Result<Self, AdminError> {
-        let bytes = axum::body::to_bytes(body, ADMIN_BODY_LIMIT).await.map_err(|_| AdminError::TooLarge(ADMIN_BODY_LIMIT))?;
+        let bytes = axum::body::to_bytes(body, ADMIN_BODY_LIMIT)
+            .await
+            .map_err(|_| AdminError::TooLarge(ADMIN_BODY_LIMIT))?;
         Self::from_json(&bytes, max_n)
     }
 
@@ -125,16 +152,25 @@ impl Change {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(bad(format!("empty body: {example}")));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        let Value::Object(fields) = value else { return Err(bad(example.into())) };
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(bad(example.into()));
+        };
         if let Some(unknown) = fields.keys().find(|k| *k != "n" && *k != "hostnames") {
-            return Err(bad(format!("unknown field '{unknown}' (expected 'n' and 'hostnames')")));
+            return Err(bad(format!(
+                "unknown field '{unknown}' (expected 'n' and 'hostnames')"
+            )));
         }
         let n = match fields.get("n") {
-            None | Some(Value::Null) => return Err(bad("missing field 'n' (the number of replicas)".into())),
+            None | Some(Value::Null) => {
+                return Err(bad("missing field 'n' (the number of replicas)".into()));
+            }
             Some(Value::Number(num)) => match (num.as_u64(), num.as_i64()) {
                 (Some(n), _) => n,
-                (None, Some(_)) => return Err(bad(format!("'n' must be a positive integer, got {num}"))),
+                (None, Some(_)) => {
+                    return Err(bad(format!("'n' must be a positive integer, got {num}")));
+                }
                 _ => return Err(bad(format!("'n' must be an integer, got {num}"))),
             },
             Some(other) => return Err(bad(format!("'n' must be an integer, got {other}"))),
@@ -155,7 +191,11 @@ impl Change {
                     other => Err(bad(format!("hostnames must be strings, got {other}"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => return Err(bad(format!("'hostnames' must be a list of strings, got {other}"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "'hostnames' must be a list of strings, got {other}"
+                )));
+            }
         };
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = hostnames.iter().find(|h| !seen.insert(h.as_str())) {
@@ -228,8 +268,20 @@ mod tests {
 
     #[test]
     fn accepts_the_spec_bodies() {
-        assert_eq!(parse(r#"{"n": 2, "hostnames": ["s4", "s5"]}"#), Ok(Change { n: 2, hostnames: vec!["s4".into(), "s5".into()] }));
-        assert_eq!(parse(r#"{"n": 3}"#), Ok(Change { n: 3, hostnames: vec![] }));
+        assert_eq!(
+            parse(r#"{"n": 2, "hostnames": ["s4", "s5"]}"#),
+            Ok(Change {
+                n: 2,
+                hostnames: vec!["s4".into(), "s5".into()]
+            })
+        );
+        assert_eq!(
+            parse(r#"{"n": 3}"#),
+            Ok(Change {
+                n: 3,
+                hostnames: vec![]
+            })
+        );
     }
 
     #[test]
@@ -247,8 +299,14 @@ mod tests {
             (r#"{"n": 1, "hostnames": "s1"}"#, "list of strings"),
             (r#"{"n": 1, "hostnames": [1]}"#, "must be strings"),
             (r#"{"n": 2, "hostnames": ["a", "a"]}"#, "listed twice"),
-            (r#"{"n": 1, "hostnames": ["bad name"]}"#, "not a valid hostname"),
-            (r#"{"n": 1, "hostnames": ["$(reboot)"]}"#, "not a valid hostname"),
+            (
+                r#"{"n": 1, "hostnames": ["bad name"]}"#,
+                "not a valid hostname",
+            ),
+            (
+                r#"{"n": 1, "hostnames": ["$(reboot)"]}"#,
+                "not a valid hostname",
+            ),
             (r#"{"n": 1, "extra": true}"#, "unknown field"),
         ] {
             let err = parse(body).expect_err(body);

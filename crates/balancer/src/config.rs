@@ -15,7 +15,12 @@ use crate::policy::KeySource;
 
 /// The `balancer` command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "balancer", version, about = "A customizable HTTP load balancer", args_override_self = true)]
+#[command(
+    name = "balancer",
+    version,
+    about = "A customizable HTTP load balancer",
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -151,7 +156,9 @@ impl Default for Config {
     fn default() -> Self {
         // The defaults are literals checked by `defaults_are_the_documented_ones`.
         #[allow(clippy::panic)]
-        Cli::try_parse_from(["balancer"]).unwrap_or_else(|e| panic!("defaults parse: {e}")).config
+        Cli::try_parse_from(["balancer"])
+            .unwrap_or_else(|e| panic!("defaults parse: {e}"))
+            .config
     }
 }
 
@@ -159,12 +166,20 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not valid TOML: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{path}: unknown option '{key}'")]
     UnknownKey { path: PathBuf, key: String },
-    #[error("{path}: option '{key}' has an unsupported value (use a string, number, boolean or a list of them)")]
+    #[error(
+        "{path}: option '{key}' has an unsupported value (use a string, number, boolean or a list of them)"
+    )]
     BadValue { path: PathBuf, key: String },
     #[error(transparent)]
     Clap(#[from] clap::Error),
@@ -176,8 +191,14 @@ impl Config {
         self.weight
             .iter()
             .map(|w| {
-                let (name, value) = w.split_once('=').ok_or_else(|| format!("--weight '{w}' is not NAME=W"))?;
-                let value: u32 = value.parse().ok().filter(|v| *v > 0).ok_or_else(|| format!("--weight '{w}': W must be a positive integer"))?;
+                let (name, value) = w
+                    .split_once('=')
+                    .ok_or_else(|| format!("--weight '{w}' is not NAME=W"))?;
+                let value: u32 = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| format!("--weight '{w}': W must be a positive integer"))?;
                 Ok((name.to_owned(), value))
             })
             .collect()
@@ -187,8 +208,12 @@ impl Config {
 /// Parses `500ms`, `2s`, `1m`, or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "ms"), |i| s.split_at(i));
-    let n: u64 = number.parse().map_err(|_| format!("'{s}' is not a duration like 500ms or 2s"))?;
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "ms"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms or 2s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -206,7 +231,12 @@ where
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let first = Cli::try_parse_from(&args)?;
-    let Some(path) = first.config.config.clone().filter(|_| first.command.is_none()) else {
+    let Some(path) = first
+        .config
+        .config
+        .clone()
+        .filter(|_| first.command.is_none())
+    else {
         return Ok(first);
     };
     let file_args = file_args(&path)?;
@@ -221,8 +251,14 @@ where
 
 /// The file's options as flags, leaving out those the environment sets.
 fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+        path: path.clone(),
+        source,
+    })?;
     let command = Cli::command();
     let mut out = Vec::new();
     for (key, value) in table {
@@ -230,11 +266,20 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
         let arg = command
             .get_arguments()
             .find(|a| a.get_long() == Some(flag.as_str()) && flag != "config")
-            .ok_or_else(|| ConfigError::UnknownKey { path: path.clone(), key: key.clone() })?;
-        if arg.get_env().is_some_and(|env| std::env::var_os(env).is_some()) {
+            .ok_or_else(|| ConfigError::UnknownKey {
+                path: path.clone(),
+                key: key.clone(),
+            })?;
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
             continue;
         }
-        let bad = || ConfigError::BadValue { path: path.clone(), key: key.clone() };
+        let bad = || ConfigError::BadValue {
+            path: path.clone(),
+            key: key.clone(),
+        };
         let scalar = |v: &toml::Value| match v {
             toml::Value::String(s) => Some(s.clone()),
             toml::Value::Integer(i) => Some(i.to_string()),
@@ -270,7 +315,10 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = Config::default();
-        assert_eq!((c.listen.as_str(), c.replicas, c.policy.as_str()), ("127.0.0.1:5000", 3, "maglev"));
+        assert_eq!(
+            (c.listen.as_str(), c.replicas, c.policy.as_str()),
+            ("127.0.0.1:5000", 3, "maglev")
+        );
         assert_eq!(c.health_interval, Duration::from_millis(500));
     }
 
@@ -281,14 +329,22 @@ mod tests {
         let path = dir.join("lb.toml");
         std::fs::write(&path, "replicas = 5\npolicy = \"round-robin\"\nhealth_interval = \"1s\"\nweight = [\"a=2\", \"b=3\"]\n")
             .expect("write");
-        let cli = parse(["balancer", "--config", path.to_str().expect("utf8"), "--replicas", "4"]).expect("parses");
+        let cli = parse([
+            "balancer",
+            "--config",
+            path.to_str().expect("utf8"),
+            "--replicas",
+            "4",
+        ])
+        .expect("parses");
         assert_eq!(cli.config.replicas, 4, "the flag wins");
         assert_eq!(cli.config.policy, "round-robin", "the file fills in");
         assert_eq!(cli.config.health_interval, Duration::from_secs(1));
         assert_eq!(cli.config.weights().expect("weights").get("b"), Some(&3));
 
         std::fs::write(&path, "replicaz = 5\n").expect("write");
-        let err = parse(["balancer", "--config", path.to_str().expect("utf8")]).expect_err("unknown key");
+        let err =
+            parse(["balancer", "--config", path.to_str().expect("utf8")]).expect_err("unknown key");
         assert!(err.to_string().contains("replicaz"), "{err}");
     }
 

@@ -34,7 +34,11 @@ pub enum AdminError {
     #[error("cannot remove {wanted} replicas: only {available} can be removed")]
     NotEnough { wanted: usize, available: usize },
     #[error("adding {wanted} replicas would exceed --max-replicas ({max}); {current} exist")]
-    OverMax { wanted: usize, current: usize, max: usize },
+    OverMax {
+        wanted: usize,
+        current: usize,
+        max: usize,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("missing or wrong admin token")]
@@ -74,7 +78,10 @@ pub enum StartError {
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Orchestrator(#[from] crate::orchestrator::OrchestratorError),
     #[error("server error: {0}")]

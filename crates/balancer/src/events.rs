@@ -45,18 +45,30 @@ impl EventLog {
     pub fn record(&self, kind: &'static str, replica: &str, detail: impl Into<String>) {
         let detail = detail.into();
         tracing::info!(kind, replica, %detail, "replica event");
-        let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (seq, events) = &mut *guard;
         *seq += 1;
         if events.len() == CAPACITY {
             events.pop_front();
         }
-        events.push_back(Event { seq: *seq, at_ms: unix_ms(), kind, replica: replica.to_owned(), detail });
+        events.push_back(Event {
+            seq: *seq,
+            at_ms: unix_ms(),
+            kind,
+            replica: replica.to_owned(),
+            detail,
+        });
     }
 
     /// Events with a sequence number above `after`.
     pub fn since(&self, after: u64) -> Vec<Event> {
-        let guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.1.iter().filter(|e| e.seq > after).cloned().collect()
     }
 }

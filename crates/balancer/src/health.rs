@@ -102,7 +102,12 @@ pub struct Watcher {
 impl Watcher {
     /// Watches one replica incarnation until `cancel`: its exit (if the
     /// orchestrator can tell) and its heartbeat.
-    pub fn spawn(&self, replica: Arc<Replica>, exited: Option<BoxFuture<'static, ()>>, cancel: CancellationToken) {
+    pub fn spawn(
+        &self,
+        replica: Arc<Replica>,
+        exited: Option<BoxFuture<'static, ()>>,
+        cancel: CancellationToken,
+    ) {
         let this = self.clone();
         tokio::spawn(async move {
             let exited = async move {
@@ -124,7 +129,12 @@ impl Watcher {
     }
 
     async fn probe_loop(&self, replica: &Replica) {
-        let HealthConfig { interval, timeout, fall, rise } = self.config;
+        let HealthConfig {
+            interval,
+            timeout,
+            fall,
+            rise,
+        } = self.config;
         let (mut fails, mut oks) = (0u32, 0u32);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,8 +144,12 @@ impl Watcher {
                 fails = 0;
                 oks = oks.saturating_add(1);
                 let health = replica.health();
-                if oks >= rise && matches!(health, Health::Suspect | Health::Down) && replica.transition(health, Health::Up) {
-                    self.events.record("up", &replica.name, format!("{oks} heartbeats answered"));
+                if oks >= rise
+                    && matches!(health, Health::Suspect | Health::Down)
+                    && replica.transition(health, Health::Up)
+                {
+                    self.events
+                        .record("up", &replica.name, format!("{oks} heartbeats answered"));
                 }
             } else {
                 oks = 0;
@@ -143,8 +157,12 @@ impl Watcher {
                 replica.record_failure();
                 if fails == fall && replica.health() != Health::Draining {
                     replica.set_health(Health::Down);
-                    self.events.record("down", &replica.name, format!("{fails} heartbeats missed"));
-                    let _ = self.signals.send(Signal::Down { name: replica.name.clone(), generation: replica.generation });
+                    self.events
+                        .record("down", &replica.name, format!("{fails} heartbeats missed"));
+                    let _ = self.signals.send(Signal::Down {
+                        name: replica.name.clone(),
+                        generation: replica.generation,
+                    });
                 }
             }
         }

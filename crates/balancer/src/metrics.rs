@@ -12,7 +12,9 @@ use std::{
 use crate::pool::Snapshot;
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -33,10 +35,15 @@ impl Metrics {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline]
@@ -48,10 +55,19 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# TYPE lb_requests_total counter\nlb_requests_total {}", get(&self.requests));
+        let _ = writeln!(
+            out,
+            "# TYPE lb_requests_total counter\nlb_requests_total {}",
+            get(&self.requests)
+        );
         let _ = writeln!(out, "# TYPE lb_responses_total counter");
         for (i, c) in self.responses.iter().enumerate() {
-            let _ = writeln!(out, "lb_responses_total{{class=\"{}xx\"}} {}", i + 1, get(c));
+            let _ = writeln!(
+                out,
+                "lb_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                get(c)
+            );
         }
         for (name, c) in [
             ("lb_retries_total", &self.retries),
@@ -66,10 +82,19 @@ impl Metrics {
         let mut cumulative = 0;
         for (i, c) in self.latency_buckets.iter().enumerate() {
             cumulative += get(c);
-            let le = BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), f64::to_string);
-            let _ = writeln!(out, "lb_upstream_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+            let _ = writeln!(
+                out,
+                "lb_upstream_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "lb_upstream_latency_seconds_sum {}", get(&self.latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "lb_upstream_latency_seconds_sum {}",
+            get(&self.latency_sum_us) as f64 / 1e6
+        );
         let _ = writeln!(out, "lb_upstream_latency_seconds_count {cumulative}");
         for (metric, kind) in [
             ("lb_replica_in_flight", "gauge"),
@@ -85,7 +110,11 @@ impl Metrics {
                     "lb_replica_failures_total" => r.failures(),
                     _ => u64::from(r.is_available()),
                 };
-                let _ = writeln!(out, "{metric}{{replica=\"{}\",id=\"{}\"}} {value}", r.name, r.id);
+                let _ = writeln!(
+                    out,
+                    "{metric}{{replica=\"{}\",id=\"{}\"}} {value}",
+                    r.name, r.id
+                );
             }
         }
         out
@@ -106,7 +135,10 @@ mod tests {
             policy: std::sync::Arc::new(crate::policy::RandomPolicy),
         };
         let text = m.render(&snap);
-        assert!(text.contains("lb_responses_total{class=\"2xx\"} 1"), "{text}");
+        assert!(
+            text.contains("lb_responses_total{class=\"2xx\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("lb_responses_total{class=\"5xx\"} 1"));
         assert!(text.contains("lb_upstream_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("lb_upstream_latency_seconds_bucket{le=\"+Inf\"} 2"));

@@ -32,7 +32,12 @@ pub struct Pool {
 impl Pool {
     pub fn new(policy: Arc<dyn Policy>) -> Result<Self, PolicyError> {
         let policy = policy::prepared(&policy, &[])?;
-        Ok(Self { current: ArcSwap::from_pointee(Snapshot { replicas: Vec::new(), policy }) })
+        Ok(Self {
+            current: ArcSwap::from_pointee(Snapshot {
+                replicas: Vec::new(),
+                policy,
+            }),
+        })
     }
 
     /// The current snapshot; cheap, lock-free, for the hot path.
@@ -60,8 +65,10 @@ impl Pool {
     /// changing anything: lets `/add` refuse before it spawns a thing.
     pub fn check(&self, ids: &[ReplicaId]) -> Result<(), PolicyError> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut probe: Vec<Arc<Replica>> =
-            ids.iter().map(|&id| Arc::new(Replica::new("probe", id, addr, 1, 0))).collect();
+        let mut probe: Vec<Arc<Replica>> = ids
+            .iter()
+            .map(|&id| Arc::new(Replica::new("probe", id, addr, 1, 0)))
+            .collect();
         probe.sort_by_key(|r| r.id);
         policy::prepared(&self.load().policy, &probe).map(|_| ())
     }
@@ -74,7 +81,8 @@ mod tests {
 
     #[test]
     fn publish_swaps_members_and_policy() {
-        let pool = Pool::new(from_name("maglev", &PolicyOptions::default()).expect("policy")).expect("pool");
+        let pool = Pool::new(from_name("maglev", &PolicyOptions::default()).expect("policy"))
+            .expect("pool");
         assert!(pool.load().replicas.is_empty());
         let mut replicas = testing::replicas(3);
         replicas.reverse();
@@ -82,18 +90,27 @@ mod tests {
         let snap = pool.load();
         let ids: Vec<_> = snap.replicas.iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 2, 3]);
-        let pick = policy::Pick { key: 1, replicas: &snap.replicas, tried: &[] };
+        let pick = policy::Pick {
+            key: 1,
+            replicas: &snap.replicas,
+            tried: &[],
+        };
         assert!(snap.policy.pick(&pick).is_some());
     }
 
     #[test]
     fn a_ring_that_cannot_hold_the_members_changes_nothing() {
         let options = PolicyOptions {
-            ring: ring::RingConfig { slots: 22, vnodes: 9, ..Default::default() },
+            ring: ring::RingConfig {
+                slots: 22,
+                vnodes: 9,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let pool = Pool::new(from_name("ring", &options).expect("policy")).expect("pool");
-        pool.publish(testing::replicas(2)).expect("18 vnodes fit in 22 slots");
+        pool.publish(testing::replicas(2))
+            .expect("18 vnodes fit in 22 slots");
         assert!(pool.check(&[1, 2, 3]).is_err());
         assert!(pool.publish(testing::replicas(3)).is_err());
         assert_eq!(pool.load().replicas.len(), 2);

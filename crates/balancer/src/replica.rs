@@ -120,7 +120,12 @@ impl Replica {
     /// passive "suspect" never overrides a "down" or "draining".
     pub fn transition(&self, from: Health, to: Health) -> bool {
         self.health
-            .compare_exchange(from.as_u8(), to.as_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                from.as_u8(),
+                to.as_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_ok()
     }
 
@@ -179,7 +184,13 @@ mod tests {
     use std::sync::Arc;
 
     fn replica() -> Arc<Replica> {
-        Arc::new(Replica::new("s1", 1, "127.0.0.1:1".parse().expect("addr"), 1, 0))
+        Arc::new(Replica::new(
+            "s1",
+            1,
+            "127.0.0.1:1".parse().expect("addr"),
+            1,
+            0,
+        ))
     }
 
     #[test]

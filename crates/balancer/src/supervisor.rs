@@ -46,12 +46,32 @@ pub struct Settings {
 type Reply = oneshot::Sender<Result<Vec<String>, AdminError>>;
 
 enum Message {
-    Add { n: usize, hostnames: Vec<String>, reply: Reply },
-    Remove { n: usize, hostnames: Vec<String>, reply: Reply },
-    Members { reply: oneshot::Sender<Vec<String>> },
-    Started { op: Op, name: String, generation: u64, result: Result<Instance, OrchestratorError> },
-    Retry { name: String, generation: u64 },
-    Stopped { name: String },
+    Add {
+        n: usize,
+        hostnames: Vec<String>,
+        reply: Reply,
+    },
+    Remove {
+        n: usize,
+        hostnames: Vec<String>,
+        reply: Reply,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Started {
+        op: Op,
+        name: String,
+        generation: u64,
+        result: Result<Instance, OrchestratorError>,
+    },
+    Retry {
+        name: String,
+        generation: u64,
+    },
+    Stopped {
+        name: String,
+    },
     Health(Signal),
 }
 
@@ -67,7 +87,9 @@ enum Phase {
     Adding(u64),
     Running,
     /// Its incarnation died; a new one is starting.
-    Replacing { since: Instant },
+    Replacing {
+        since: Instant,
+    },
 }
 
 struct Member {
@@ -108,17 +130,35 @@ impl Control {
     /// Adds `n` replicas, `hostnames` first; answers the new member list
     /// once they all answer their heartbeat, or an error and no change.
     pub async fn add(&self, n: usize, hostnames: Vec<String>) -> Result<Vec<String>, AdminError> {
-        self.ask(|reply| Message::Add { n, hostnames, reply }).await.unwrap_or_else(|| Err(Self::stopped()))
+        self.ask(|reply| Message::Add {
+            n,
+            hostnames,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err(Self::stopped()))
     }
 
     /// Removes `n` replicas, `hostnames` first, random ones for the rest.
-    pub async fn remove(&self, n: usize, hostnames: Vec<String>) -> Result<Vec<String>, AdminError> {
-        self.ask(|reply| Message::Remove { n, hostnames, reply }).await.unwrap_or_else(|| Err(Self::stopped()))
+    pub async fn remove(
+        &self,
+        n: usize,
+        hostnames: Vec<String>,
+    ) -> Result<Vec<String>, AdminError> {
+        self.ask(|reply| Message::Remove {
+            n,
+            hostnames,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err(Self::stopped()))
     }
 
     /// Member hostnames, sorted by ring id.
     pub async fn members(&self) -> Vec<String> {
-        self.ask(|reply| Message::Members { reply }).await.unwrap_or_default()
+        self.ask(|reply| Message::Members { reply })
+            .await
+            .unwrap_or_default()
     }
 }
 
@@ -159,7 +199,12 @@ impl Supervisor {
                 }
             }
         });
-        let watcher = Watcher { config: watcher_config, prober: Default::default(), signals, events: events.clone() };
+        let watcher = Watcher {
+            config: watcher_config,
+            prober: Default::default(),
+            signals,
+            events: events.clone(),
+        };
         let mut this = Self {
             settings,
             orchestrator,
@@ -188,9 +233,18 @@ impl Supervisor {
     async fn adopt(&mut self) -> Result<(), OrchestratorError> {
         for adopted in self.orchestrator.adopt().await? {
             let ReplicaSpec { name, id } = adopted.spec;
-            let weight = self.settings.weights.get(&name).copied().unwrap_or(adopted.weight);
-            let replica = Arc::new(Replica::new(&name, id, adopted.instance.addr, weight, 0).with_pid(adopted.instance.pid));
-            self.events.record("adopted", &name, adopted.instance.addr.to_string());
+            let weight = self
+                .settings
+                .weights
+                .get(&name)
+                .copied()
+                .unwrap_or(adopted.weight);
+            let replica = Arc::new(
+                Replica::new(&name, id, adopted.instance.addr, weight, 0)
+                    .with_pid(adopted.instance.pid),
+            );
+            self.events
+                .record("adopted", &name, adopted.instance.addr.to_string());
             let member = Member {
                 id,
                 generation: 0,
@@ -222,33 +276,64 @@ impl Supervisor {
 
     fn handle(&mut self, msg: Message) {
         match msg {
-            Message::Add { n, hostnames, reply } => self.add(n, hostnames, reply),
-            Message::Remove { n, hostnames, reply } => {
+            Message::Add {
+                n,
+                hostnames,
+                reply,
+            } => self.add(n, hostnames, reply),
+            Message::Remove {
+                n,
+                hostnames,
+                reply,
+            } => {
                 let _ = reply.send(self.remove(n, hostnames));
             }
             Message::Members { reply } => {
                 let _ = reply.send(self.names());
             }
-            Message::Started { op: Op::Add(batch), name, generation, result } => self.added(batch, name, generation, result),
-            Message::Started { op: Op::Replace, name, generation, result } => self.replaced(name, generation, result),
+            Message::Started {
+                op: Op::Add(batch),
+                name,
+                generation,
+                result,
+            } => self.added(batch, name, generation, result),
+            Message::Started {
+                op: Op::Replace,
+                name,
+                generation,
+                result,
+            } => self.replaced(name, generation, result),
             Message::Retry { name, generation } => {
-                if let Some(m) = self.members.get(&name).filter(|m| m.generation == generation && matches!(m.phase, Phase::Replacing { .. })) {
-                    let spec = ReplicaSpec { name: name.clone(), id: m.id };
+                if let Some(m) = self.members.get(&name).filter(|m| {
+                    m.generation == generation && matches!(m.phase, Phase::Replacing { .. })
+                }) {
+                    let spec = ReplicaSpec {
+                        name: name.clone(),
+                        id: m.id,
+                    };
                     self.start_instance(Op::Replace, spec, generation, None);
                 }
             }
             Message::Stopped { name } => {
                 self.draining.remove(&name);
             }
-            Message::Health(Signal::Exited { name, generation }) => self.failed(name, generation, "its process exited"),
-            Message::Health(Signal::Down { name, generation }) => self.failed(name, generation, "missed its heartbeats"),
+            Message::Health(Signal::Exited { name, generation }) => {
+                self.failed(name, generation, "its process exited")
+            }
+            Message::Health(Signal::Down { name, generation }) => {
+                self.failed(name, generation, "missed its heartbeats")
+            }
         }
     }
 
     /// Member names sorted by ring id, as `/rep` shows them.
     fn names(&self) -> Vec<String> {
-        let mut members: Vec<(&ReplicaId, &String)> =
-            self.members.iter().filter(|(_, m)| !matches!(m.phase, Phase::Adding(_))).map(|(n, m)| (&m.id, n)).collect();
+        let mut members: Vec<(&ReplicaId, &String)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !matches!(m.phase, Phase::Adding(_)))
+            .map(|(n, m)| (&m.id, n))
+            .collect();
         members.sort();
         members.into_iter().map(|(_, n)| n.clone()).collect()
     }
@@ -266,13 +351,18 @@ impl Supervisor {
     }
 
     fn watch(&mut self, name: &str) {
-        let Some(member) = self.members.get_mut(name) else { return };
-        let Some(replica) = member.replica.clone() else { return };
+        let Some(member) = self.members.get_mut(name) else {
+            return;
+        };
+        let Some(replica) = member.replica.clone() else {
+            return;
+        };
         if let Some(old) = member.watch.take() {
             old.cancel();
         }
         let cancel = CancellationToken::new();
-        self.watcher.spawn(replica, member.exited.take(), cancel.clone());
+        self.watcher
+            .spawn(replica, member.exited.take(), cancel.clone());
         member.watch = Some(cancel);
     }
 
@@ -294,10 +384,25 @@ impl Supervisor {
                 let batch = self.next_batch;
                 self.next_batch += 1;
                 let names = specs.iter().map(|s| s.name.clone()).collect();
-                self.batches.insert(batch, Batch { names, pending: specs.len(), errors: Vec::new(), reply: Some(reply) });
+                self.batches.insert(
+                    batch,
+                    Batch {
+                        names,
+                        pending: specs.len(),
+                        errors: Vec::new(),
+                        reply: Some(reply),
+                    },
+                );
                 for spec in specs {
-                    let member =
-                        Member { id: spec.id, generation: 0, phase: Phase::Adding(batch), replica: None, handle: None, exited: None, watch: None };
+                    let member = Member {
+                        id: spec.id,
+                        generation: 0,
+                        phase: Phase::Adding(batch),
+                        replica: None,
+                        handle: None,
+                        exited: None,
+                        watch: None,
+                    };
                     self.members.insert(spec.name.clone(), member);
                     self.start_instance(Op::Add(batch), spec, 0, None);
                 }
@@ -308,11 +413,17 @@ impl Supervisor {
     /// Validates an `/add` and names the new replicas; changes nothing.
     fn plan_add(&self, n: usize, hostnames: Vec<String>) -> Result<Vec<ReplicaSpec>, AdminError> {
         if !self.orchestrator.manages_replicas() {
-            return Err(AdminError::Conflict(OrchestratorError::Unsupported(self.orchestrator.kind()).to_string()));
+            return Err(AdminError::Conflict(
+                OrchestratorError::Unsupported(self.orchestrator.kind()).to_string(),
+            ));
         }
         let current = self.members.len();
         if current + n > self.settings.max_replicas {
-            return Err(AdminError::OverMax { wanted: n, current, max: self.settings.max_replicas });
+            return Err(AdminError::OverMax {
+                wanted: n,
+                current,
+                max: self.settings.max_replicas,
+            });
         }
         if let Some(name) = hostnames.iter().find(|h| self.is_taken(h)) {
             return Err(AdminError::Duplicate(name.clone()));
@@ -329,8 +440,14 @@ impl Supervisor {
         }
         let mut all_ids: Vec<ReplicaId> = self.members.values().map(|m| m.id).collect();
         all_ids.extend(&ids);
-        self.pool.check(&all_ids).map_err(|e| AdminError::Conflict(format!("cannot add {n} replicas: {e}")))?;
-        Ok(names.into_iter().zip(ids).map(|(name, id)| ReplicaSpec { name, id }).collect())
+        self.pool
+            .check(&all_ids)
+            .map_err(|e| AdminError::Conflict(format!("cannot add {n} replicas: {e}")))?;
+        Ok(names
+            .into_iter()
+            .zip(ids)
+            .map(|(name, id)| ReplicaSpec { name, id })
+            .collect())
     }
 
     /// Starts an instance and waits for its heartbeat in a task of its own;
@@ -347,33 +464,54 @@ impl Supervisor {
                 tracing::warn!(error = %e, "stopping the failed instance");
             }
             let name = spec.name.clone();
-            let result = async {
-                let instance = orchestrator.spawn(spec.clone()).await?;
-                let authority = instance.addr.to_string().parse().map_err(|_| OrchestratorError::Spawn {
-                    name: spec.name.clone(),
-                    reason: format!("bad address {}", instance.addr),
-                })?;
-                if prober.wait_ready(&authority, ready_timeout).await {
-                    Ok(instance)
-                } else {
-                    let _ = orchestrator.stop(instance.handle).await;
-                    Err(OrchestratorError::NotReady {
-                        name: spec.name.clone(),
-                        timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
-                    })
+            let result =
+                async {
+                    let instance = orchestrator.spawn(spec.clone()).await?;
+                    let authority = instance.addr.to_string().parse().map_err(|_| {
+                        OrchestratorError::Spawn {
+                            name: spec.name.clone(),
+                            reason: format!("bad address {}", instance.addr),
+                        }
+                    })?;
+                    if prober.wait_ready(&authority, ready_timeout).await {
+                        Ok(instance)
+                    } else {
+                        let _ = orchestrator.stop(instance.handle).await;
+                        Err(OrchestratorError::NotReady {
+                            name: spec.name.clone(),
+                            timeout_ms: u64::try_from(ready_timeout.as_millis())
+                                .unwrap_or(u64::MAX),
+                        })
+                    }
                 }
-            }
-            .await;
-            let _ = tx.send(Message::Started { op, name, generation, result });
+                .await;
+            let _ = tx.send(Message::Started {
+                op,
+                name,
+                generation,
+                result,
+            });
         });
     }
 
-    fn replica_for(&self, name: &str, id: ReplicaId, generation: u64, instance: &Instance) -> Arc<Replica> {
+    fn replica_for(
+        &self,
+        name: &str,
+        id: ReplicaId,
+        generation: u64,
+        instance: &Instance,
+    ) -> Arc<Replica> {
         let weight = self.settings.weights.get(name).copied().unwrap_or(1);
         Arc::new(Replica::new(name, id, instance.addr, weight, generation).with_pid(instance.pid))
     }
 
-    fn added(&mut self, batch: u64, name: String, generation: u64, result: Result<Instance, OrchestratorError>) {
+    fn added(
+        &mut self,
+        batch: u64,
+        name: String,
+        generation: u64,
+        result: Result<Instance, OrchestratorError>,
+    ) {
         if !self.batches.contains_key(&batch) {
             return;
         }
@@ -390,13 +528,17 @@ impl Supervisor {
             }
             Err(e) => Some(e.to_string()),
         };
-        let Some(b) = self.batches.get_mut(&batch) else { return };
+        let Some(b) = self.batches.get_mut(&batch) else {
+            return;
+        };
         b.pending = b.pending.saturating_sub(1);
         b.errors.extend(error);
         if b.pending > 0 {
             return;
         }
-        let Some(mut b) = self.batches.remove(&batch) else { return };
+        let Some(mut b) = self.batches.remove(&batch) else {
+            return;
+        };
         let reply = b.reply.take();
         if b.errors.is_empty() {
             for name in &b.names {
@@ -430,7 +572,9 @@ impl Supervisor {
     /// replaced under the same name and id.
     fn failed(&mut self, name: String, generation: u64, why: &str) {
         let manages = self.orchestrator.manages_replicas();
-        let Some(m) = self.members.get_mut(&name) else { return };
+        let Some(m) = self.members.get_mut(&name) else {
+            return;
+        };
         if m.generation != generation || m.phase != Phase::Running {
             return;
         }
@@ -445,23 +589,36 @@ impl Supervisor {
             w.cancel();
         }
         m.generation += 1;
-        m.phase = Phase::Replacing { since: Instant::now() };
-        let spec = ReplicaSpec { name: name.clone(), id: m.id };
+        m.phase = Phase::Replacing {
+            since: Instant::now(),
+        };
+        let spec = ReplicaSpec {
+            name: name.clone(),
+            id: m.id,
+        };
         let (generation, old) = (m.generation, m.handle.take());
         self.events.record("replacing", &name, why);
         self.start_instance(Op::Replace, spec, generation, old);
     }
 
-    fn replaced(&mut self, name: String, generation: u64, result: Result<Instance, OrchestratorError>) {
-        let wanted = self
-            .members
-            .get(&name)
-            .is_some_and(|m| m.generation == generation && matches!(m.phase, Phase::Replacing { .. }));
+    fn replaced(
+        &mut self,
+        name: String,
+        generation: u64,
+        result: Result<Instance, OrchestratorError>,
+    ) {
+        let wanted = self.members.get(&name).is_some_and(|m| {
+            m.generation == generation && matches!(m.phase, Phase::Replacing { .. })
+        });
         match result {
             Ok(instance) if wanted => {
-                let Some(id) = self.members.get(&name).map(|m| m.id) else { return };
+                let Some(id) = self.members.get(&name).map(|m| m.id) else {
+                    return;
+                };
                 let replica = self.replica_for(&name, id, generation, &instance);
-                let Some(m) = self.members.get_mut(&name) else { return };
+                let Some(m) = self.members.get_mut(&name) else {
+                    return;
+                };
                 let took = match m.phase {
                     Phase::Replacing { since } => since.elapsed(),
                     _ => Duration::ZERO,
@@ -472,7 +629,11 @@ impl Supervisor {
                 m.phase = Phase::Running;
                 self.watch(&name);
                 self.publish();
-                self.events.record("replaced", &name, format!("serving after {} ms", took.as_millis()));
+                self.events.record(
+                    "replaced",
+                    &name,
+                    format!("serving after {} ms", took.as_millis()),
+                );
             }
             Ok(instance) => {
                 // Removed or replaced again meanwhile: never adopt a stray.
@@ -494,26 +655,42 @@ impl Supervisor {
 
     fn remove(&mut self, n: usize, hostnames: Vec<String>) -> Result<Vec<String>, AdminError> {
         if !self.orchestrator.manages_replicas() {
-            return Err(AdminError::Conflict(OrchestratorError::Unsupported(self.orchestrator.kind()).to_string()));
+            return Err(AdminError::Conflict(
+                OrchestratorError::Unsupported(self.orchestrator.kind()).to_string(),
+            ));
         }
-        let removable: Vec<String> =
-            self.members.iter().filter(|(_, m)| !matches!(m.phase, Phase::Adding(_))).map(|(n, _)| n.clone()).collect();
+        let removable: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !matches!(m.phase, Phase::Adding(_)))
+            .map(|(n, _)| n.clone())
+            .collect();
         if let Some(name) = hostnames.iter().find(|h| !self.members.contains_key(*h)) {
             return Err(AdminError::Unknown(name.clone()));
         }
         if let Some(name) = hostnames.iter().find(|h| !removable.contains(h)) {
-            return Err(AdminError::Conflict(format!("replica '{name}' is still starting")));
+            return Err(AdminError::Conflict(format!(
+                "replica '{name}' is still starting"
+            )));
         }
         if n > removable.len() {
-            return Err(AdminError::NotEnough { wanted: n, available: removable.len() });
+            return Err(AdminError::NotEnough {
+                wanted: n,
+                available: removable.len(),
+            });
         }
         let mut chosen = hostnames;
-        let mut others: Vec<String> = removable.into_iter().filter(|h| !chosen.contains(h)).collect();
+        let mut others: Vec<String> = removable
+            .into_iter()
+            .filter(|h| !chosen.contains(h))
+            .collect();
         fastrand::shuffle(&mut others);
         chosen.extend(others.into_iter().take(n - chosen.len()));
 
         for name in &chosen {
-            let Some(mut m) = self.members.remove(name) else { continue };
+            let Some(mut m) = self.members.remove(name) else {
+                continue;
+            };
             if let Some(w) = m.watch.take() {
                 w.cancel();
             }
@@ -523,7 +700,12 @@ impl Supervisor {
             if let Some(r) = &replica {
                 r.set_health(Health::Draining);
             }
-            let (orchestrator, tx, grace, name) = (self.orchestrator.clone(), self.tx.clone(), self.settings.drain_timeout, name.clone());
+            let (orchestrator, tx, grace, name) = (
+                self.orchestrator.clone(),
+                self.tx.clone(),
+                self.settings.drain_timeout,
+                name.clone(),
+            );
             let handle = m.handle.take();
             tokio::spawn(async move {
                 if let Some(r) = replica {

@@ -22,14 +22,22 @@ async fn home_rep_add_rm_follow_the_spec() {
         json!({"message": {"N": 3, "replicas": ["server-1", "server-2", "server-3"]}, "status": "successful"})
     );
 
-    let (status, body) = lb.post("/add", r#"{"n": 3, "hostnames": ["s4", "s5"]}"#).await;
+    let (status, body) = lb
+        .post("/add", r#"{"n": 3, "hostnames": ["s4", "s5"]}"#)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"]["N"], 6);
     let names = lb.replicas().await;
-    assert!(names.contains(&"s4".to_owned()) && names.contains(&"s5".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"s4".to_owned()) && names.contains(&"s5".to_owned()),
+        "{names:?}"
+    );
     // The new replicas serve (a /home from each eventually).
     let served = lb.spread(300).await;
-    assert!(served.contains_key("s4") && served.contains_key("s5"), "{served:?}");
+    assert!(
+        served.contains_key("s4") && served.contains_key("s5"),
+        "{served:?}"
+    );
 
     let (status, body) = lb.delete("/rm", r#"{"n": 2, "hostnames": ["s4"]}"#).await;
     assert_eq!(status, 200, "{body}");
@@ -43,13 +51,17 @@ async fn home_rep_add_rm_follow_the_spec() {
 #[tokio::test]
 async fn spec_error_messages() {
     let lb = start_balancer(&["--replicas", "2"]).await;
-    let (status, body) = lb.post("/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#).await;
+    let (status, body) = lb
+        .post("/add", r#"{"n": 1, "hostnames": ["a", "b"]}"#)
+        .await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
         json!({"message": "<Error> Length of hostname list is more than newly added instances", "status": "failure"})
     );
-    let (status, body) = lb.delete("/rm", r#"{"n": 1, "hostnames": ["server-1", "server-2"]}"#).await;
+    let (status, body) = lb
+        .delete("/rm", r#"{"n": 1, "hostnames": ["server-1", "server-2"]}"#)
+        .await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
@@ -79,12 +91,37 @@ async fn every_bad_input_is_a_json_4xx_and_changes_nothing() {
         ("POST", "/add", r#"{"n": 0}"#.into(), 400),
         ("POST", "/add", r#"{"n": 5}"#.into(), 400),
         ("POST", "/add", r#"{"n": 3}"#.into(), 400),
-        ("POST", "/add", r#"{"n": 1, "hostnames": ["server-1"]}"#.into(), 409),
-        ("POST", "/add", r#"{"n": 2, "hostnames": ["dup", "dup"]}"#.into(), 400),
-        ("POST", "/add", r#"{"n": 1, "hostnames": ["bad_name!"]}"#.into(), 400),
-        ("POST", "/add", r#"{"n": 1, "hostnames": ["a;rm -rf /"]}"#.into(), 400),
+        (
+            "POST",
+            "/add",
+            r#"{"n": 1, "hostnames": ["server-1"]}"#.into(),
+            409,
+        ),
+        (
+            "POST",
+            "/add",
+            r#"{"n": 2, "hostnames": ["dup", "dup"]}"#.into(),
+            400,
+        ),
+        (
+            "POST",
+            "/add",
+            r#"{"n": 1, "hostnames": ["bad_name!"]}"#.into(),
+            400,
+        ),
+        (
+            "POST",
+            "/add",
+            r#"{"n": 1, "hostnames": ["a;rm -rf /"]}"#.into(),
+            400,
+        ),
         ("POST", "/add", big, 413),
-        ("DELETE", "/rm", r#"{"n": 1, "hostnames": ["ghost"]}"#.into(), 404),
+        (
+            "DELETE",
+            "/rm",
+            r#"{"n": 1, "hostnames": ["ghost"]}"#.into(),
+            404,
+        ),
         ("DELETE", "/rm", r#"{"n": 3}"#.into(), 400),
         ("DELETE", "/rm", r#"{"n": -1}"#.into(), 400),
         ("DELETE", "/rm", "[]".into(), 400),
@@ -92,13 +129,28 @@ async fn every_bad_input_is_a_json_4xx_and_changes_nothing() {
         ("POST", "/rep", String::new(), 405),
     ];
     for (method, path, body, expected) in cases {
-        let req = lb.http.request(method.parse().expect("method"), format!("{}{path}", lb.url)).body(body.clone());
+        let req = lb
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", lb.url))
+            .body(body.clone());
         let (status, reply) = common::send(req).await;
         let shown: String = body.chars().take(60).collect();
         assert_eq!(status, expected, "{method} {path} {shown}: {reply}");
-        assert_eq!(reply["status"], "failure", "{method} {path} {shown}: {reply}");
-        assert!(reply["message"].as_str().is_some_and(|m| m.starts_with("<Error> ")), "{reply}");
-        assert_eq!(lb.replicas().await, before, "{method} {path} {shown} changed the pool");
+        assert_eq!(
+            reply["status"], "failure",
+            "{method} {path} {shown}: {reply}"
+        );
+        assert!(
+            reply["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("<Error> ")),
+            "{reply}"
+        );
+        assert_eq!(
+            lb.replicas().await,
+            before,
+            "{method} {path} {shown} changed the pool"
+        );
     }
     lb.terminate().await;
 }
@@ -108,12 +160,20 @@ async fn admin_token_guards_add_and_rm() {
     let lb = start_balancer(&["--replicas", "1", "--admin-token", "s3cret"]).await;
     let (status, body) = lb.post("/add", r#"{"n": 1}"#).await;
     assert_eq!(status, 401, "{body}");
-    let wrong = lb.http.post(format!("{}/add", lb.url)).bearer_auth("guess").body(r#"{"n": 1}"#);
+    let wrong = lb
+        .http
+        .post(format!("{}/add", lb.url))
+        .bearer_auth("guess")
+        .body(r#"{"n": 1}"#);
     assert_eq!(common::send(wrong).await.0, 401);
     let (status, _) = lb.delete("/rm", r#"{"n": 1}"#).await;
     assert_eq!(status, 401);
     assert_eq!(lb.replicas().await.len(), 1, "nothing changed");
-    let right = lb.http.post(format!("{}/add", lb.url)).bearer_auth("s3cret").body(r#"{"n": 1}"#);
+    let right = lb
+        .http
+        .post(format!("{}/add", lb.url))
+        .bearer_auth("s3cret")
+        .body(r#"{"n": 1}"#);
     let (status, body) = common::send(right).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"]["N"], 2);
@@ -125,10 +185,23 @@ async fn admin_token_guards_add_and_rm() {
 #[tokio::test]
 async fn a_ring_that_cannot_hold_more_replicas_refuses_add() {
     // 22 slots, 9 vnodes: two replicas fit, a third cannot.
-    let lb = start_balancer(&["--replicas", "2", "--policy", "ring", "--slots", "22", "--vnodes", "9"]).await;
+    let lb = start_balancer(&[
+        "--replicas",
+        "2",
+        "--policy",
+        "ring",
+        "--slots",
+        "22",
+        "--vnodes",
+        "9",
+    ])
+    .await;
     let (status, body) = lb.post("/add", r#"{"n": 1}"#).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["message"].as_str().expect("message").contains("ring"), "{body}");
+    assert!(
+        body["message"].as_str().expect("message").contains("ring"),
+        "{body}"
+    );
     assert_eq!(lb.replicas().await.len(), 2);
     lb.terminate().await;
 }
@@ -146,7 +219,13 @@ async fn forwards_method_query_headers_and_body() {
         .await
         .expect("get");
     assert_eq!(resp.status(), 200);
-    let resp = lb.http.post(format!("{}/home", lb.url)).body("payload").send().await.expect("post");
+    let resp = lb
+        .http
+        .post(format!("{}/home", lb.url))
+        .body("payload")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(resp.status(), 405);
     lb.terminate().await;
 }
@@ -159,11 +238,27 @@ async fn lb_endpoints_report_status_metrics_and_events() {
     assert_eq!(status, 200);
     assert_eq!(body["policy"], "round-robin");
     assert_eq!(body["replicas"].as_array().expect("replicas").len(), 2);
-    let metrics = lb.http.get(format!("{}/lb/metrics", lb.url)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = lb
+        .http
+        .get(format!("{}/lb/metrics", lb.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("lb_requests_total"), "{metrics}");
-    assert!(metrics.contains("lb_replica_served_total{replica=\"server-1\",id=\"1\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("lb_replica_served_total{replica=\"server-1\",id=\"1\"} 5"),
+        "{metrics}"
+    );
     let (_, events) = lb.get("/lb/events").await;
-    let kinds: Vec<_> = events["events"].as_array().expect("events").iter().map(|e| e["kind"].clone()).collect();
+    let kinds: Vec<_> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
     assert!(kinds.contains(&json!("added")), "{events}");
     lb.terminate().await;
 }

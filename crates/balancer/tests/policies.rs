@@ -12,14 +12,30 @@ use balancer::{
 };
 use common::{LocalBackend, local_backend, replica_of, start_balancer};
 
-const ALL: [&str; 8] =
-    ["maglev", "ring", "bounded-load", "round-robin", "weighted-round-robin", "least-connections", "p2c", "random"];
+const ALL: [&str; 8] = [
+    "maglev",
+    "ring",
+    "bounded-load",
+    "round-robin",
+    "weighted-round-robin",
+    "least-connections",
+    "p2c",
+    "random",
+];
 
-async fn in_process(backends: &[&LocalBackend], policy: &str, custom: Option<Arc<dyn Policy>>) -> balancer::Running {
+async fn in_process(
+    backends: &[&LocalBackend],
+    policy: &str,
+    custom: Option<Arc<dyn Policy>>,
+) -> balancer::Running {
     let config = Config {
         listen: "127.0.0.1:0".into(),
         orchestrator: OrchestratorKind::Static,
-        upstream: backends.iter().enumerate().map(|(i, b)| format!("s{}={}", i + 1, b.url)).collect(),
+        upstream: backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("s{}={}", i + 1, b.url))
+            .collect(),
         policy: policy.into(),
         ..Config::default()
     };
@@ -59,11 +75,21 @@ async fn load(url: &str, n: usize, concurrency: usize) -> BTreeMap<String, usize
 #[tokio::test]
 async fn every_policy_serves_and_avoids_a_dead_replica() {
     for policy in ALL {
-        let lb = start_balancer(&["--replicas", "3", "--policy", policy, "--health-interval", "100ms"]).await;
+        let lb = start_balancer(&[
+            "--replicas",
+            "3",
+            "--policy",
+            policy,
+            "--health-interval",
+            "100ms",
+        ])
+        .await;
         let spread = lb.spread(60).await;
         assert!(spread.len() >= 2, "{policy}: {spread:?}");
         // Remove one: it must never be picked again.
-        let (status, _) = lb.delete("/rm", r#"{"n": 1, "hostnames": ["server-2"]}"#).await;
+        let (status, _) = lb
+            .delete("/rm", r#"{"n": 1, "hostnames": ["server-2"]}"#)
+            .await;
         assert_eq!(status, 200);
         let spread = lb.spread(60).await;
         assert!(!spread.contains_key("server-2"), "{policy}: {spread:?}");
@@ -75,13 +101,20 @@ async fn every_policy_serves_and_avoids_a_dead_replica() {
 async fn round_robin_is_exact_and_default_balances() {
     let lb = start_balancer(&["--replicas", "3", "--policy", "round-robin"]).await;
     let spread = lb.spread(300).await;
-    assert_eq!(spread.values().copied().collect::<Vec<_>>(), vec![100, 100, 100], "{spread:?}");
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100],
+        "{spread:?}"
+    );
     lb.terminate().await;
 
     let lb = start_balancer(&["--replicas", "3"]).await;
     let spread = load(&lb.url, 3000, 16).await;
     let max = *spread.values().max().expect("counts") as f64;
-    assert!(max / 1000.0 < 1.1, "maglev over 3000 random keys: {spread:?}");
+    assert!(
+        max / 1000.0 < 1.1,
+        "maglev over 3000 random keys: {spread:?}"
+    );
     lb.terminate().await;
 }
 
@@ -95,14 +128,20 @@ async fn least_connections_and_p2c_prefer_the_idle_replica() {
     let rr = in_process(&backends, "round-robin", None).await;
     let rr_spread = load(&format!("http://{}", rr.addr()), 150, 6).await;
     rr.stop().await;
-    assert_eq!(rr_spread["slow"], 50, "round robin ignores load: {rr_spread:?}");
+    assert_eq!(
+        rr_spread["slow"], 50,
+        "round robin ignores load: {rr_spread:?}"
+    );
 
     for policy in ["least-connections", "p2c"] {
         let lb = in_process(&backends, policy, None).await;
         let spread = load(&format!("http://{}", lb.addr()), 150, 6).await;
         lb.stop().await;
         let slow_share = spread.get("slow").copied().unwrap_or(0);
-        assert!(slow_share < 25, "{policy} sent {slow_share} of 150 to the slow replica: {spread:?}");
+        assert!(
+            slow_share < 25,
+            "{policy} sent {slow_share} of 150 to the slow replica: {spread:?}"
+        );
     }
 }
 
@@ -134,14 +173,19 @@ async fn a_custom_policy_plugs_in() {
 
 #[tokio::test]
 async fn static_upstream_down_then_up_after_rise() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let flaky = common::local_backend_on(listener, "flaky", 0);
     let steady = local_backend("steady", 0).await;
     let config = Config {
         listen: "127.0.0.1:0".into(),
         orchestrator: OrchestratorKind::Static,
-        upstream: vec![format!("flaky={}", flaky.url), format!("steady={}", steady.url)],
+        upstream: vec![
+            format!("flaky={}", flaky.url),
+            format!("steady={}", steady.url),
+        ],
         policy: "round-robin".into(),
         health_interval: Duration::from_millis(50),
         health_timeout: Duration::from_millis(100),
@@ -156,21 +200,32 @@ async fn static_upstream_down_then_up_after_rise() {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let (_, body) = common::send(client.get(format!("{url}/lb/status"))).await;
-            body["replicas"].as_array().expect("replicas").iter().find(|r| r["name"] == name).expect("replica")["health"]
+            body["replicas"]
+                .as_array()
+                .expect("replicas")
+                .iter()
+                .find(|r| r["name"] == name)
+                .expect("replica")["health"]
                 .as_str()
                 .expect("health")
                 .to_owned()
         }
     };
     drop(flaky);
-    common::eventually(Duration::from_secs(5), "flaky marked down", || async { health("flaky").await == "down" }).await;
+    common::eventually(Duration::from_secs(5), "flaky marked down", || async {
+        health("flaky").await == "down"
+    })
+    .await;
     // Down means no traffic, and no client error either.
     let spread = load(&url, 20, 2).await;
     assert_eq!(spread, BTreeMap::from([("steady".to_owned(), 20)]));
     // It comes back on the same address: up again after `rise` heartbeats.
     let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
     let _flaky = common::local_backend_on(listener, "flaky", 0);
-    common::eventually(Duration::from_secs(5), "flaky marked up", || async { health("flaky").await == "up" }).await;
+    common::eventually(Duration::from_secs(5), "flaky marked up", || async {
+        health("flaky").await == "up"
+    })
+    .await;
     let spread = load(&url, 20, 1).await;
     assert_eq!(spread.get("flaky"), Some(&10), "{spread:?}");
     lb.stop().await;

@@ -15,7 +15,11 @@ use std::{
 use common::{BalancerProcess, alive, eventually, signal, start_balancer};
 
 /// GETs /home from `workers` tasks until `stop`; returns (ok, failed, failures).
-fn steady_load(lb: &BalancerProcess, workers: usize, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, usize, Vec<String>)> {
+fn steady_load(
+    lb: &BalancerProcess,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, usize, Vec<String>)> {
     let (url, client) = (lb.url.clone(), lb.http.clone());
     tokio::spawn(async move {
         let ok = Arc::new(AtomicUsize::new(0));
@@ -29,7 +33,11 @@ fn steady_load(lb: &BalancerProcess, workers: usize, stop: Arc<AtomicBool>) -> t
                         Ok(r) if r.status() == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(r) => failures.push(format!("status {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(r) => failures.push(format!(
+                            "status {}: {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
                         Err(e) => failures.push(format!("transport: {e}")),
                     }
                 }
@@ -46,7 +54,9 @@ fn steady_load(lb: &BalancerProcess, workers: usize, stop: Arc<AtomicBool>) -> t
 
 async fn replaced(lb: &BalancerProcess, name: &str, old_pid: u32) -> bool {
     let status = lb.status().await;
-    status.get(name).is_some_and(|r| r["health"] == "up" && r["pid"].as_u64().is_some_and(|p| p != u64::from(old_pid)))
+    status.get(name).is_some_and(|r| {
+        r["health"] == "up" && r["pid"].as_u64().is_some_and(|p| p != u64::from(old_pid))
+    })
 }
 
 #[tokio::test]
@@ -58,13 +68,19 @@ async fn sigkill_under_load_loses_no_request_and_is_replaced() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let victim = pids["server-2"];
     signal(victim, "KILL");
-    eventually(Duration::from_secs(10), "server-2 replaced", || replaced(&lb, "server-2", victim)).await;
+    eventually(Duration::from_secs(10), "server-2 replaced", || {
+        replaced(&lb, "server-2", victim)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, failures) = load.await.expect("load");
     assert_eq!(failed, 0, "failed GETs: {failures:?}");
     assert!(ok > 50, "only {ok} requests went through");
-    assert_eq!(lb.replicas().await, vec!["server-1", "server-2", "server-3"]);
+    assert_eq!(
+        lb.replicas().await,
+        vec!["server-1", "server-2", "server-3"]
+    );
     // The replacement serves.
     let spread = lb.spread(30).await;
     assert_eq!(spread.get("server-2"), Some(&10), "{spread:?}");
@@ -82,7 +98,8 @@ async fn two_killed_at_once_are_both_replaced() {
     signal(pids["server-1"], "KILL");
     signal(pids["server-3"], "KILL");
     eventually(Duration::from_secs(10), "both replaced", || async {
-        replaced(&lb, "server-1", pids["server-1"]).await && replaced(&lb, "server-3", pids["server-3"]).await
+        replaced(&lb, "server-1", pids["server-1"]).await
+            && replaced(&lb, "server-3", pids["server-3"]).await
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -96,20 +113,38 @@ async fn two_killed_at_once_are_both_replaced() {
 #[tokio::test]
 async fn a_hung_replica_is_marked_down_by_timeout_and_replaced() {
     let lb = start_balancer(&[
-        "--replicas", "2", "--health-interval", "100ms", "--health-timeout", "100ms", "--fall", "2",
-        "--response-timeout", "1s",
+        "--replicas",
+        "2",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "100ms",
+        "--fall",
+        "2",
+        "--response-timeout",
+        "1s",
     ])
     .await;
     let pids = lb.pids().await;
     let victim = pids["server-1"];
     // SIGSTOP: the kernel still accepts connections, nothing answers.
     signal(victim, "STOP");
-    eventually(Duration::from_secs(10), "hung server-1 replaced", || replaced(&lb, "server-1", victim)).await;
+    eventually(Duration::from_secs(10), "hung server-1 replaced", || {
+        replaced(&lb, "server-1", victim)
+    })
+    .await;
     let (_, events) = lb.get("/lb/events").await;
-    let down = events["events"].as_array().expect("events").iter().any(|e| e["kind"] == "down" && e["replica"] == "server-1");
+    let down = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| e["kind"] == "down" && e["replica"] == "server-1");
     assert!(down, "marked down by the heartbeat timeout: {events}");
     // The stopped process was killed, not leaked.
-    eventually(Duration::from_secs(10), "hung process gone", || async { !alive(victim) }).await;
+    eventually(Duration::from_secs(10), "hung process gone", || async {
+        !alive(victim)
+    })
+    .await;
     lb.terminate().await;
 }
 
@@ -122,15 +157,22 @@ async fn removed_replica_finishes_its_requests_first() {
         .map(|_| {
             let client = lb.http.clone();
             let url = url.clone();
-            tokio::spawn(async move { common::send(client.get(format!("{url}/home?delay_ms=700"))).await })
+            tokio::spawn(async move {
+                common::send(client.get(format!("{url}/home?delay_ms=700"))).await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, _) = lb.delete("/rm", r#"{"n": 1, "hostnames": ["server-1"]}"#).await;
+    let (status, _) = lb
+        .delete("/rm", r#"{"n": 1, "hostnames": ["server-1"]}"#)
+        .await;
     assert_eq!(status, 200);
     for t in slow {
         let (status, body) = t.await.expect("request");
-        assert_eq!(status, 200, "a request in flight to a removed replica completes: {body}");
+        assert_eq!(
+            status, 200,
+            "a request in flight to a removed replica completes: {body}"
+        );
     }
     lb.terminate().await;
 }
@@ -141,15 +183,22 @@ async fn no_orphans_after_sigterm_or_sigkill() {
     let pids: Vec<u32> = lb.pids().await.into_values().collect();
     assert!(pids.iter().all(|&p| alive(p)));
     lb.terminate().await;
-    eventually(Duration::from_secs(10), "replicas gone after SIGTERM", || async { pids.iter().all(|&p| !alive(p)) }).await;
+    eventually(
+        Duration::from_secs(10),
+        "replicas gone after SIGTERM",
+        || async { pids.iter().all(|&p| !alive(p)) },
+    )
+    .await;
 
     let lb = start_balancer(&["--replicas", "3"]).await;
     let pids: Vec<u32> = lb.pids().await.into_values().collect();
     let mut child = lb.child;
     child.start_kill().expect("SIGKILL the balancer");
     child.wait().await.expect("wait");
-    eventually(Duration::from_secs(10), "replicas gone after the balancer was SIGKILLed", || async {
-        pids.iter().all(|&p| !alive(p))
-    })
+    eventually(
+        Duration::from_secs(10),
+        "replicas gone after the balancer was SIGKILLed",
+        || async { pids.iter().all(|&p| !alive(p)) },
+    )
     .await;
 }

@@ -22,7 +22,13 @@ impl Upstream {
     /// plain `http://host:port` (TLS to upstreams is out of scope).
     pub fn parse(s: &str, index: usize) -> Result<Self, String> {
         let (spec, weight) = match s.split_once("#weight=") {
-            Some((spec, w)) => (spec, w.parse::<u32>().ok().filter(|w| *w > 0).ok_or(format!("bad weight in '{s}'"))?),
+            Some((spec, w)) => (
+                spec,
+                w.parse::<u32>()
+                    .ok()
+                    .filter(|w| *w > 0)
+                    .ok_or(format!("bad weight in '{s}'"))?,
+            ),
             None => (s, 1),
         };
         let (name, url) = match spec.split_once('=') {
@@ -69,8 +75,16 @@ impl Orchestrator for StaticOrchestrator {
             .iter()
             .zip(1..)
             .map(|(u, id)| Adopted {
-                spec: ReplicaSpec { name: u.name.clone(), id },
-                instance: Instance { handle: u.name.clone(), addr: u.addr, pid: None, exited: None },
+                spec: ReplicaSpec {
+                    name: u.name.clone(),
+                    id,
+                },
+                instance: Instance {
+                    handle: u.name.clone(),
+                    addr: u.addr,
+                    pid: None,
+                    exited: None,
+                },
                 weight: u.weight,
             })
             .collect();
@@ -94,7 +108,10 @@ mod tests {
     #[test]
     fn parses_the_upstream_forms() {
         let u = Upstream::parse("http://127.0.0.1:8080", 0).expect("plain");
-        assert_eq!((u.name.as_str(), u.addr.port(), u.weight), ("server-1", 8080, 1));
+        assert_eq!(
+            (u.name.as_str(), u.addr.port(), u.weight),
+            ("server-1", 8080, 1)
+        );
         let u = Upstream::parse("web=http://127.0.0.1:81/#weight=3", 4).expect("named");
         assert_eq!((u.name.as_str(), u.addr.port(), u.weight), ("web", 81, 3));
         assert!(Upstream::parse("https://127.0.0.1:1", 0).is_err());

@@ -47,7 +47,10 @@ pub struct BackendCommand {
 impl BackendCommand {
     /// This executable's `backend` subcommand.
     pub fn current_exe() -> std::io::Result<Self> {
-        Ok(Self { program: std::env::current_exe()?, args: vec!["backend".into()] })
+        Ok(Self {
+            program: std::env::current_exe()?,
+            args: vec!["backend".into()],
+        })
     }
 }
 
@@ -70,7 +73,9 @@ pub struct ProcessOrchestrator {
 
 impl std::fmt::Debug for ProcessOrchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessOrchestrator").field("command", &self.command).finish_non_exhaustive()
+        f.debug_struct("ProcessOrchestrator")
+            .field("command", &self.command)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,15 +93,27 @@ impl ProcessOrchestrator {
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
         // A panic while holding this lock leaves the map consistent (every
         // operation is a single insert/remove), so poisoning is ignorable.
-        self.children.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.children
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn start(&self, spec: ReplicaSpec) -> Result<Instance, OrchestratorError> {
-        let fail = |reason: String| OrchestratorError::Spawn { name: spec.name.clone(), reason };
+        let fail = |reason: String| OrchestratorError::Spawn {
+            name: spec.name.clone(),
+            reason,
+        };
         let mut command = Command::new(&self.command.program);
         command
             .args(&self.command.args)
-            .args(["--id", &spec.name, "--listen", "127.0.0.1:0", "--announce", "--exit-with-parent"])
+            .args([
+                "--id",
+                &spec.name,
+                "--listen",
+                "127.0.0.1:0",
+                "--announce",
+                "--exit-with-parent",
+            ])
             .args(&self.extra_args)
             .env("SERVER_ID", &spec.name)
             .stdin(Stdio::piped())
@@ -104,9 +121,14 @@ impl ProcessOrchestrator {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .process_group(0);
-        let mut child = command.spawn().map_err(|e| fail(format!("{}: {e}", self.command.program.display())))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| fail(format!("{}: {e}", self.command.program.display())))?;
         let pid = child.id();
-        let stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no stdout pipe".into()))?;
         let mut lines = BufReader::new(stdout).lines();
         let announced = tokio::time::timeout(ANNOUNCE_TIMEOUT, lines.next_line()).await;
         let addr = match announced {
@@ -116,7 +138,9 @@ impl ProcessOrchestrator {
                 .ok_or_else(|| fail(format!("unexpected first line {line:?}"))),
             Ok(Ok(None)) => Err(fail("exited before listening".into())),
             Ok(Err(e)) => Err(fail(format!("reading its stdout: {e}"))),
-            Err(_) => Err(fail(format!("did not announce a port within {ANNOUNCE_TIMEOUT:?}"))),
+            Err(_) => Err(fail(format!(
+                "did not announce a port within {ANNOUNCE_TIMEOUT:?}"
+            ))),
         };
         let addr = match addr {
             Ok(addr) => addr,
@@ -129,14 +153,22 @@ impl ProcessOrchestrator {
         // Keep reading so a chatty child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
-        let handle = format!("{}#{}", spec.name, self.next.fetch_add(1, Ordering::Relaxed));
+        let handle = format!(
+            "{}#{}",
+            spec.name,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
         let (kill_tx, kill_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = watch::channel(false);
         let stdin = child.stdin.take();
         tokio::spawn(reap(child, kill_rx, exit_tx));
         self.children().insert(
             handle.clone(),
-            Tracked { stdin, kill: Some(kill_tx), exited: exit_rx.clone() },
+            Tracked {
+                stdin,
+                kill: Some(kill_tx),
+                exited: exit_rx.clone(),
+            },
         );
         let mut exited = exit_rx;
         Ok(Instance {
@@ -154,7 +186,9 @@ impl ProcessOrchestrator {
             return Ok(());
         };
         drop(child.stdin.take());
-        let graceful = tokio::time::timeout(self.stop_grace, child.exited.wait_for(|e| *e)).await.is_ok();
+        let graceful = tokio::time::timeout(self.stop_grace, child.exited.wait_for(|e| *e))
+            .await
+            .is_ok();
         if !graceful {
             tracing::warn!(%handle, "replica did not stop in time; killing it");
             if let Some(kill) = child.kill.take() {

@@ -39,8 +39,14 @@ impl IdIndex {
 
     /// The first candidate that maps to a usable member.
     #[inline]
-    fn first_usable(&self, candidates: impl Iterator<Item = ServerId>, pick: &Pick<'_>) -> Option<usize> {
-        candidates.filter_map(|id| self.get(id)).find(|&i| pick.usable(i))
+    fn first_usable(
+        &self,
+        candidates: impl Iterator<Item = ServerId>,
+        pick: &Pick<'_>,
+    ) -> Option<usize> {
+        candidates
+            .filter_map(|id| self.get(id))
+            .find(|&i| pick.usable(i))
     }
 }
 
@@ -58,7 +64,10 @@ pub struct RingPolicy {
 
 impl RingPolicy {
     pub fn new(config: RingConfig) -> Result<Self, PolicyError> {
-        Ok(Self { ring: SlottedRing::new(config)?, index: IdIndex::default() })
+        Ok(Self {
+            ring: SlottedRing::new(config)?,
+            index: IdIndex::default(),
+        })
     }
 }
 
@@ -68,7 +77,8 @@ impl Policy for RingPolicy {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        self.index.first_usable(self.ring.candidates(pick.key), pick)
+        self.index
+            .first_usable(self.ring.candidates(pick.key), pick)
     }
 
     /// Applies the difference to a copy of the current ring instead of
@@ -84,7 +94,10 @@ impl Policy for RingPolicy {
         for id in wanted.iter().filter(|id| !current.contains(id)) {
             ring.add(*id)?;
         }
-        Ok(Some(Arc::new(Self { ring, index: IdIndex::new(replicas) })))
+        Ok(Some(Arc::new(Self {
+            ring,
+            index: IdIndex::new(replicas),
+        })))
     }
 }
 
@@ -101,12 +114,20 @@ impl Policy for MaglevPolicy {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        self.index.first_usable(self.table.as_ref()?.candidates(pick.key), pick)
+        self.index
+            .first_usable(self.table.as_ref()?.candidates(pick.key), pick)
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
-        let table = if replicas.is_empty() { None } else { Some(Maglev::build(&ids(replicas))?) };
-        Ok(Some(Arc::new(Self { table, index: IdIndex::new(replicas) })))
+        let table = if replicas.is_empty() {
+            None
+        } else {
+            Some(Maglev::build(&ids(replicas))?)
+        };
+        Ok(Some(Arc::new(Self {
+            table,
+            index: IdIndex::new(replicas),
+        })))
     }
 }
 
@@ -122,7 +143,10 @@ pub struct BoundedLoadPolicy {
 impl BoundedLoadPolicy {
     pub fn new(eps: f64) -> Result<Self, PolicyError> {
         let bound = BoundedLoad::new(eps).map_err(|e| PolicyError::Option(e.to_string()))?;
-        Ok(Self { bound, maglev: MaglevPolicy::default() })
+        Ok(Self {
+            bound,
+            maglev: MaglevPolicy::default(),
+        })
     }
 }
 
@@ -135,7 +159,9 @@ impl Policy for BoundedLoadPolicy {
         let table = self.maglev.table.as_ref()?;
         let (usable, total) = (0..pick.replicas.len())
             .filter(|&i| pick.usable(i))
-            .fold((0usize, 0u64), |(n, t), i| (n + 1, t + pick.replicas[i].in_flight()));
+            .fold((0usize, 0u64), |(n, t), i| {
+                (n + 1, t + pick.replicas[i].in_flight())
+            });
         if usable == 0 {
             return None;
         }
@@ -143,16 +169,27 @@ impl Policy for BoundedLoadPolicy {
         let candidates = table
             .candidates(pick.key)
             .filter(|&id| index.get(id).is_some_and(|i| pick.usable(i)));
-        let load = |id: ServerId| index.get(id).map_or(u64::MAX, |i| pick.replicas[i].in_flight());
+        let load = |id: ServerId| {
+            index
+                .get(id)
+                .map_or(u64::MAX, |i| pick.replicas[i].in_flight())
+        };
         let chosen = self.bound.pick(candidates, usable, total, load)?;
         index.get(chosen)
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
-        let table = if replicas.is_empty() { None } else { Some(Maglev::build(&ids(replicas))?) };
+        let table = if replicas.is_empty() {
+            None
+        } else {
+            Some(Maglev::build(&ids(replicas))?)
+        };
         Ok(Some(Arc::new(Self {
             bound: self.bound,
-            maglev: MaglevPolicy { table, index: IdIndex::new(replicas) },
+            maglev: MaglevPolicy {
+                table,
+                index: IdIndex::new(replicas),
+            },
         })))
     }
 }
@@ -182,11 +219,20 @@ mod tests {
     #[test]
     fn spec_ring_is_skewed_as_the_spec_predicts() {
         let replicas = testing::replicas(3);
-        let policy = built(&RingPolicy::new(RingConfig::default()).expect("ring"), &replicas);
+        let policy = built(
+            &RingPolicy::new(RingConfig::default()).expect("ring"),
+            &replicas,
+        );
         let mut counts = vec![0; 3];
         for _ in 0..10_000 {
             let key = fastrand::u64(100_000..=999_999);
-            let i = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
+            let i = policy
+                .pick(&Pick {
+                    key,
+                    replicas: &replicas,
+                    tried: &[],
+                })
+                .expect("pick");
             counts[i] += 1;
         }
         assert!(max_over_mean(&counts) > 1.5, "{counts:?}");
@@ -197,9 +243,18 @@ mod tests {
         let replicas = testing::replicas(3);
         for policy in [
             built(&MaglevPolicy::default(), &replicas),
-            built(&RingPolicy::new(RingConfig::default()).expect("ring"), &replicas),
+            built(
+                &RingPolicy::new(RingConfig::default()).expect("ring"),
+                &replicas,
+            ),
         ] {
-            let map = |key| policy.pick(&Pick { key, replicas: &replicas, tried: &[] });
+            let map = |key| {
+                policy.pick(&Pick {
+                    key,
+                    replicas: &replicas,
+                    tried: &[],
+                })
+            };
             let before: Vec<_> = (0..1000).map(map).collect();
             replicas[1].set_health(Health::Down);
             let during: Vec<_> = (0..1000).map(map).collect();
@@ -216,10 +271,17 @@ mod tests {
 
     #[test]
     fn ring_rejects_more_replicas_than_slots_allow() {
-        let config = RingConfig { slots: 22, vnodes: 9, ..RingConfig::default() };
+        let config = RingConfig {
+            slots: 22,
+            vnodes: 9,
+            ..RingConfig::default()
+        };
         let policy = RingPolicy::new(config).expect("ring");
         assert!(policy.rebuild(&testing::replicas(2)).is_ok());
-        assert!(matches!(policy.rebuild(&testing::replicas(3)), Err(PolicyError::Ring(_))));
+        assert!(matches!(
+            policy.rebuild(&testing::replicas(3)),
+            Err(PolicyError::Ring(_))
+        ));
     }
 
     #[test]
@@ -227,9 +289,24 @@ mod tests {
         let replicas = testing::replicas(3);
         let policy = built(&BoundedLoadPolicy::new(0.25).expect("eps"), &replicas);
         let key = 42;
-        let home = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
+        let home = policy
+            .pick(&Pick {
+                key,
+                replicas: &replicas,
+                tried: &[],
+            })
+            .expect("pick");
         let _held: Vec<_> = (0..10).map(|_| replicas[home].start_request()).collect();
-        let next = policy.pick(&Pick { key, replicas: &replicas, tried: &[] }).expect("pick");
-        assert_ne!(next, home, "capacity ceil(1.25 * 11 / 3) = 5 < 10 in flight");
+        let next = policy
+            .pick(&Pick {
+                key,
+                replicas: &replicas,
+                tried: &[],
+            })
+            .expect("pick");
+        assert_ne!(
+            next, home,
+            "capacity ceil(1.25 * 11 / 3) = 5 < 10 in flight"
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Policy for PowerOfTwoChoices {
         let a = (0..n).map(|s| (first + s) % n).find(|&i| pick.usable(i))?;
         // A second, different candidate: random among the others.
         let second = (a + 1 + fastrand::usize(..n.max(2) - 1)) % n;
-        let b = (0..n).map(|s| (second + s) % n).find(|&i| i != a && pick.usable(i));
+        let b = (0..n)
+            .map(|s| (second + s) % n)
+            .find(|&i| i != a && pick.usable(i));
         Some(match b {
             Some(b) if pick.replicas[b].in_flight() < pick.replicas[a].in_flight() => b,
             _ => a,
@@ -71,7 +73,14 @@ mod tests {
         let _busy2: Vec<_> = (0..2).map(|_| replicas[2].start_request()).collect();
         let lc = LeastConnections::default();
         for _ in 0..10 {
-            assert_eq!(lc.pick(&Pick { key: 0, replicas: &replicas, tried: &[] }), Some(1));
+            assert_eq!(
+                lc.pick(&Pick {
+                    key: 0,
+                    replicas: &replicas,
+                    tried: &[]
+                }),
+                Some(1)
+            );
         }
     }
 
@@ -88,7 +97,11 @@ mod tests {
         let _busy: Vec<_> = (0..3).map(|_| replicas[0].start_request()).collect();
         for _ in 0..100 {
             assert_eq!(
-                PowerOfTwoChoices.pick(&Pick { key: 0, replicas: &replicas, tried: &[] }),
+                PowerOfTwoChoices.pick(&Pick {
+                    key: 0,
+                    replicas: &replicas,
+                    tried: &[]
+                }),
                 Some(1)
             );
         }
@@ -97,6 +110,13 @@ mod tests {
     #[test]
     fn p2c_with_one_replica() {
         let replicas = testing::replicas(1);
-        assert_eq!(PowerOfTwoChoices.pick(&Pick { key: 0, replicas: &replicas, tried: &[] }), Some(0));
+        assert_eq!(
+            PowerOfTwoChoices.pick(&Pick {
+                key: 0,
+                replicas: &replicas,
+                tried: &[]
+            }),
+            Some(0)
+        );
     }
 }

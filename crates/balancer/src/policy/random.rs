@@ -19,7 +19,9 @@ impl Policy for RandomPolicy {
         // Start at a random index and walk: uniform when all are usable, and
         // never loops forever when some are not.
         let start = fastrand::usize(..n);
-        (0..n).map(|step| (start + step) % n).find(|&i| pick.usable(i))
+        (0..n)
+            .map(|step| (start + step) % n)
+            .find(|&i| pick.usable(i))
     }
 }
 
@@ -32,6 +34,9 @@ mod tests {
     fn spreads_roughly_evenly() {
         let replicas = testing::replicas(4);
         let counts = testing::spread(&RandomPolicy, &replicas, 40_000);
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -30,7 +30,9 @@ impl Policy for RoundRobin {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|step| (start + step) % n).find(|&i| pick.usable(i))
+        (0..n)
+            .map(|step| (start + step) % n)
+            .find(|&i| pick.usable(i))
     }
 }
 
@@ -52,7 +54,9 @@ impl WeightedRoundRobin {
             return Vec::new();
         }
         let mut current = vec![0i64; weights.len()];
-        let len = usize::try_from(total).unwrap_or(MAX_SCHEDULE).min(MAX_SCHEDULE);
+        let len = usize::try_from(total)
+            .unwrap_or(MAX_SCHEDULE)
+            .min(MAX_SCHEDULE);
         let total = i64::try_from(total).unwrap_or(i64::MAX);
         (0..len)
             .map(|_| {
@@ -124,7 +128,10 @@ mod tests {
     #[test]
     fn smooth_schedule_interleaves_by_weight() {
         // nginx's example: weights 5, 1, 1 -> a a b a c a a
-        assert_eq!(WeightedRoundRobin::schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(
+            WeightedRoundRobin::schedule(&[5, 1, 1]),
+            vec![0, 0, 1, 0, 2, 0, 0]
+        );
         assert!(WeightedRoundRobin::schedule(&[]).is_empty());
     }
 
@@ -136,7 +143,13 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| Arc::new(Replica::new(format!("s{i}"), i as u32 + 1, addr, w, 0)))
             .collect();
-        let policy = WeightedRoundRobin::default().rebuild(&replicas).expect("rebuild").expect("some");
-        assert_eq!(testing::spread(policy.as_ref(), &replicas, 600), vec![300, 100, 200]);
+        let policy = WeightedRoundRobin::default()
+            .rebuild(&replicas)
+            .expect("rebuild")
+            .expect("some");
+        assert_eq!(
+            testing::spread(policy.as_ref(), &replicas, 600),
+            vec![300, 100, 200]
+        );
     }
 }

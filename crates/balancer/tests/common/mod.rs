@@ -43,13 +43,24 @@ pub async fn start_balancer(args: &[&str]) -> BalancerProcess {
         .expect("balancer starts within 30 s")
         .expect("read stdout")
         .expect("balancer printed its address");
-    let url = line.strip_prefix("balancer listening on ").expect("address line").trim().to_owned();
+    let url = line
+        .strip_prefix("balancer listening on ")
+        .expect("address line")
+        .trim()
+        .to_owned();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    BalancerProcess { child, url, http: client() }
+    BalancerProcess {
+        child,
+        url,
+        http: client(),
+    }
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
 impl BalancerProcess {
@@ -58,11 +69,21 @@ impl BalancerProcess {
     }
 
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        send(self.http.post(format!("{}{path}", self.url)).body(body.to_owned())).await
+        send(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .body(body.to_owned()),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, body: &str) -> (u16, Value) {
-        send(self.http.delete(format!("{}{path}", self.url)).body(body.to_owned())).await
+        send(
+            self.http
+                .delete(format!("{}{path}", self.url))
+                .body(body.to_owned()),
+        )
+        .await
     }
 
     /// Replica names as `/rep` shows them.
@@ -92,7 +113,12 @@ impl BalancerProcess {
         self.status()
             .await
             .into_iter()
-            .map(|(name, r)| (name, u32::try_from(r["pid"].as_u64().expect("pid")).expect("u32")))
+            .map(|(name, r)| {
+                (
+                    name,
+                    u32::try_from(r["pid"].as_u64().expect("pid")).expect("u32"),
+                )
+            })
             .collect()
     }
 
@@ -138,14 +164,21 @@ pub fn replica_of(body: &Value) -> String {
 
 /// Sends a signal with kill(1): tests only, on our own children.
 pub fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(status.success(), "kill -{sig} {pid}");
 }
 
 /// Whether `pid` is a live (not zombie) process.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -189,9 +222,16 @@ pub async fn local_backend(id: &str, delay_ms: u64) -> LocalBackend {
 pub fn local_backend_on(listener: TcpListener, id: &str, delay_ms: u64) -> LocalBackend {
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let config = backend::Config { id: id.into(), delay_ms };
+    let config = backend::Config {
+        id: id.into(),
+        delay_ms,
+    };
     tokio::spawn(backend::serve(listener, config, async {
         let _ = rx.await;
     }));
-    LocalBackend { url: format!("http://{addr}"), addr, stop: Some(tx) }
+    LocalBackend {
+        url: format!("http://{addr}"),
+        addr,
+        stop: Some(tx),
+    }
 }
