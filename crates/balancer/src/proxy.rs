@@ -11,7 +11,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::{
@@ -80,7 +82,12 @@ impl Payload {
 }
 
 impl Proxy {
-    pub fn new(config: ProxyConfig, pool: Arc<Pool>, metrics: Arc<Metrics>, events: Arc<EventLog>) -> Self {
+    pub fn new(
+        config: ProxyConfig,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        events: Arc<EventLog>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -89,7 +96,13 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(config.max_idle_per_replica)
             .build(connector);
-        Self { config, pool, client, metrics, events }
+        Self {
+            config,
+            pool,
+            client,
+            metrics,
+            events,
+        }
     }
 
     /// Forwards one client request and answers it; never fails, never hangs:
@@ -103,9 +116,17 @@ impl Proxy {
         let mut payload = if body.is_end_stream() {
             Payload::Empty
         } else if body.size_hint().upper().is_some_and(|n| n <= RETRY_BUFFER) {
-            match http_body_util::Limited::new(body, RETRY_BUFFER as usize).collect().await {
+            match http_body_util::Limited::new(body, RETRY_BUFFER as usize)
+                .collect()
+                .await
+            {
                 Ok(collected) => Payload::Buffered(collected.to_bytes()),
-                Err(_) => return self.answer(failure(StatusCode::BAD_REQUEST, "could not read the request body"), started),
+                Err(_) => {
+                    return self.answer(
+                        failure(StatusCode::BAD_REQUEST, "could not read the request body"),
+                        started,
+                    );
+                }
             }
         } else {
             Payload::Stream(Some(body))
@@ -113,15 +134,29 @@ impl Proxy {
 
         prepare_headers(&mut parts.headers, client_addr);
         let path_and_query = parts.uri.path_and_query().cloned();
-        let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
 
         // An owned Arc, not a borrowed guard: it is held across awaits.
         let snapshot = self.pool.load_full();
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::new(self.config.retries + 1);
         let mut last_error = None;
         for attempt in 0..=self.config.retries {
-            let pick = Pick { key, replicas: &snapshot.replicas, tried: &tried };
-            let Some(index) = snapshot.policy.pick(&pick) else { break };
+            let pick = Pick {
+                key,
+                replicas: &snapshot.replicas,
+                tried: tried.as_slice(),
+            };
+            let Some(index) = snapshot.policy.pick(&pick) else {
+                break;
+            };
             tried.push(index);
             let replica = &snapshot.replicas[index];
             let Some(body) = payload.take() else { break };
@@ -129,14 +164,23 @@ impl Proxy {
                 Metrics::inc(&self.metrics.retries);
             }
 
-            let uri = upstream_uri(&replica.authority, path_and_query.as_ref());
+            // The headers move into the attempt that cannot be followed by
+            // another; only an attempt that may be retried sends a copy.
+            let last = attempt == self.config.retries || !payload.replayable();
+            let headers = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             let mut upstream = Request::new(body);
             *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.headers_mut() = parts.headers.clone();
+            *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
+            *upstream.headers_mut() = headers;
 
             let in_flight = replica.start_request();
-            let sent = tokio::time::timeout(self.config.response_timeout, self.client.request(upstream)).await;
+            let sent =
+                tokio::time::timeout(self.config.response_timeout, self.client.request(upstream))
+                    .await;
             match sent {
                 Ok(Ok(resp)) => {
                     in_flight.served();
@@ -146,12 +190,24 @@ impl Proxy {
                     drop(in_flight);
                     replica.record_failure();
                     let connect = e.is_connect();
-                    Metrics::inc(if connect { &self.metrics.connect_errors } else { &self.metrics.upstream_errors });
+                    Metrics::inc(if connect {
+                        &self.metrics.connect_errors
+                    } else {
+                        &self.metrics.upstream_errors
+                    });
                     if replica.transition(Health::Up, Health::Suspect) {
-                        self.events.record("suspect", &replica.name, format!("proxied request failed: {e}"));
+                        self.events.record(
+                            "suspect",
+                            &replica.name,
+                            format!("proxied request failed: {e}"),
+                        );
                     }
                     tracing::debug!(replica = %replica.name, error = %e, connect, "upstream request failed");
-                    last_error = Some(if connect { UpstreamError::Connect } else { UpstreamError::Failed });
+                    last_error = Some(if connect {
+                        UpstreamError::Connect
+                    } else {
+                        UpstreamError::Failed
+                    });
                     let may_retry = payload.replayable() && (connect || idempotent);
                     if !may_retry {
                         break;
@@ -167,14 +223,25 @@ impl Proxy {
         let response = match last_error {
             None => {
                 Metrics::inc(&self.metrics.no_replica);
-                failure(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica is available")
+                failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy replica is available",
+                )
             }
             Some(UpstreamError::Timeout) => failure(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("the replica did not answer within {} ms", self.config.response_timeout.as_millis()),
+                format!(
+                    "the replica did not answer within {} ms",
+                    self.config.response_timeout.as_millis()
+                ),
             ),
-            Some(UpstreamError::Connect) => failure(StatusCode::BAD_GATEWAY, "could not connect to any replica"),
-            Some(UpstreamError::Failed) => failure(StatusCode::BAD_GATEWAY, "the replica closed the connection before answering"),
+            Some(UpstreamError::Connect) => {
+                failure(StatusCode::BAD_GATEWAY, "could not connect to any replica")
+            }
+            Some(UpstreamError::Failed) => failure(
+                StatusCode::BAD_GATEWAY,
+                "the replica closed the connection before answering",
+            ),
         };
         self.answer(response, started)
     }
@@ -190,12 +257,21 @@ impl Proxy {
         if self.config.spec_not_found && resp.status() == StatusCode::NOT_FOUND {
             return failure(
                 StatusCode::BAD_REQUEST,
-                format!("'{}' endpoint does not exist in server replicas", uri.path()),
+                format!(
+                    "'{}' endpoint does not exist in server replicas",
+                    uri.path()
+                ),
             );
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, Body::new(Tracked { inner: body, _in_flight: in_flight }))
+        Response::from_parts(
+            parts,
+            Body::new(Tracked {
+                inner: body,
+                _in_flight: in_flight,
+            }),
+        )
     }
 }
 
@@ -205,11 +281,18 @@ enum UpstreamError {
     Timeout,
 }
 
-fn upstream_uri(authority: &http::uri::Authority, path_and_query: Option<&http::uri::PathAndQuery>) -> Uri {
+fn upstream_uri(
+    authority: &http::uri::Authority,
+    path_and_query: Option<&http::uri::PathAndQuery>,
+) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(http::uri::Scheme::HTTP);
     parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path_and_query.cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+    parts.path_and_query = Some(
+        path_and_query
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     Uri::from_parts(parts).unwrap_or_default()
 }
 
@@ -225,6 +308,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names present is cheaper than seven hashed
+    // removals, and most messages carry no hop-by-hop header at all.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -239,30 +327,129 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes hop-by-hop headers and adds `X-Forwarded-*` and `Forwarded`.
+///
+/// Each value is written once into a buffer of the right size and handed
+/// to the header map without a copy: this runs for every request.
 fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
+    use std::fmt::Write as _;
     strip_hop_by_hop(headers);
     let ip = client.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+
+    let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let mut xff = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        xff.push_str(prior);
+        xff.push_str(", ");
     }
-    headers.entry("x-forwarded-proto").or_insert(HeaderValue::from_static("http"));
+    push_ip(&mut xff, ip);
+    if let Some(v) = header_value(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.entry("x-forwarded-host").or_insert(host);
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
-    let node = if ip.is_ipv6() { format!("\"[{ip}]\"") } else { ip.to_string() };
-    let mut forwarded = format!("for={node};proto=http");
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let prior = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok());
+    let mut forwarded = String::with_capacity(
+        prior.map_or(0, |p| p.len() + 2) + host.map_or(0, |h| h.len() + 8) + 64,
+    );
+    if let Some(prior) = prior {
+        forwarded.push_str(prior);
+        forwarded.push_str(", ");
     }
-    if let Some(prior) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        forwarded = format!("{prior}, {forwarded}");
+    forwarded.push_str("for=");
+    if ip.is_ipv6() {
+        forwarded.push_str("\"[");
+        push_ip(&mut forwarded, ip);
+        forwarded.push_str("]\"");
+    } else {
+        push_ip(&mut forwarded, ip);
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    forwarded.push_str(";proto=http");
+    if let Some(host) = host {
+        let _ = write!(forwarded, ";host=\"{host}\"");
+    }
+    if let Some(v) = header_value(forwarded) {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A header value that owns `s` without copying it; `None` if `s` is not a
+/// valid value (it always is here: built from `to_str` parts and an IP).
+fn header_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}
+
+/// Appends an IP address as `Display` would, without the formatting
+/// machinery for the common IPv4 case.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Replicas already tried for one request, without a heap allocation for
+/// any sensible `--retries`.
+struct Tried {
+    inline: [usize; 8],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Tried {
+    fn new(attempts: usize) -> Self {
+        let spill = if attempts > 8 {
+            Vec::with_capacity(attempts)
+        } else {
+            Vec::new()
+        };
+        Self {
+            inline: [0; 8],
+            len: 0,
+            spill,
+        }
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.spill.capacity() > 0 {
+            self.spill.push(index);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = index;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.spill.capacity() > 0 {
+            &self.spill
+        } else {
+            &self.inline[..self.len]
+        }
     }
 }
 
@@ -299,7 +486,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::HOST, HeaderValue::from_static("lb.local"));
@@ -313,7 +503,10 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "lb.local");
-        assert_eq!(h[header::FORWARDED], "for=127.0.0.9;proto=http;host=\"lb.local\"");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.9;proto=http;host=\"lb.local\""
+        );
     }
 
     #[test]
@@ -324,10 +517,56 @@ mod tests {
     }
 
     #[test]
+    fn prior_forwarded_is_kept_and_ips_print_as_display_does() {
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        prepare_headers(&mut h, "0.10.100.255:1".parse().expect("addr"));
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.1, for=0.10.100.255;proto=http"
+        );
+        assert_eq!(h["x-forwarded-for"], "0.10.100.255");
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.99.199.250",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
+
+    #[test]
+    fn tried_holds_every_attempt_inline_or_spilled() {
+        for attempts in [1, 3, 8, 9, 20] {
+            let mut t = Tried::new(attempts);
+            for i in 0..attempts {
+                t.push(i * 2);
+            }
+            assert_eq!(
+                t.as_slice(),
+                (0..attempts).map(|i| i * 2).collect::<Vec<_>>(),
+                "{attempts}"
+            );
+        }
+    }
+
+    #[test]
     fn upstream_uri_keeps_path_and_query() {
         let authority: http::uri::Authority = "127.0.0.1:9000".parse().expect("authority");
         let pq: http::uri::PathAndQuery = "/a/b?x=1&y=2".parse().expect("pq");
-        assert_eq!(upstream_uri(&authority, Some(&pq)).to_string(), "http://127.0.0.1:9000/a/b?x=1&y=2");
-        assert_eq!(upstream_uri(&authority, None).to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            upstream_uri(&authority, Some(&pq)).to_string(),
+            "http://127.0.0.1:9000/a/b?x=1&y=2"
+        );
+        assert_eq!(
+            upstream_uri(&authority, None).to_string(),
+            "http://127.0.0.1:9000/"
+        );
     }
 }
