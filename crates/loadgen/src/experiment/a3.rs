@@ -189,7 +189,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         ],
     ];
     let summary = format!(
-        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `kill -9` of {VICTIM} at Unix ms {kill_unix_ms}.\n\n![A-3](a3.svg)\n\n{}",
+        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `kill -9` of {VICTIM} issued at Unix ms {kill_unix_ms}; times below are measured from that moment against the balancer's event timestamps, and the first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
         provenance(settings),
         report.requests,
         settings.failure_rate,
@@ -242,6 +242,9 @@ async fn measure(
         .arg("-9")
         .arg(pid.to_string())
         .status();
+    // The signal lands somewhere between issuing kill(1) and its return;
+    // after the return the old process is certainly gone.
+    let kill_done_ms = unix_ms();
     if !killed.is_ok_and(|s| s.success()) {
         return Err(ExperimentError::Failed(format!(
             "could not kill {VICTIM} (pid {pid})"
@@ -267,7 +270,7 @@ async fn measure(
         .as_deref()
         .unwrap_or(&[])
         .iter()
-        .filter(|t| t.replica.as_deref() == Some(VICTIM) && t.start_unix_ms >= kill_unix_ms)
+        .filter(|t| t.replica.as_deref() == Some(VICTIM) && t.start_unix_ms > kill_done_ms)
         .map(|t| t.start_unix_ms + t.latency_ms as u64)
         .min()
         .map(|t| t.saturating_sub(kill_unix_ms));
