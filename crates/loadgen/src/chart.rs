@@ -171,7 +171,9 @@ pub fn line_chart(
                 .map_err(|e| err(path, e))?;
         }
     }
-    for (x, label) in markers {
+    // Markers close together (kill, detected, replaced within milliseconds)
+    // get their labels on separate lines so they stay readable.
+    for (i, (x, label)) in markers.iter().enumerate() {
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(*x, 0.0), (*x, y1)],
@@ -180,8 +182,8 @@ pub fn line_chart(
             .map_err(|e| err(path, e))?;
         chart
             .draw_series(std::iter::once(Text::new(
-                label.clone(),
-                (*x, y1 * 0.97),
+                format!(" {label}"),
+                (*x, y1 * (0.97 - 0.06 * i as f64)),
                 ("sans-serif", 14).into_font().color(&RED),
             )))
             .map_err(|e| err(path, e))?;
