@@ -202,3 +202,70 @@ async fn no_orphans_after_sigterm_or_sigkill() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_add_rm_and_failures_converge_without_duplicates() {
+    let lb = start_balancer(&["--replicas", "3", "--max-replicas", "10"]).await;
+    let pids = lb.pids().await;
+    let url = lb.url.clone();
+    let add = |name: &'static str| {
+        let (client, url) = (lb.http.clone(), url.clone());
+        tokio::spawn(async move {
+            common::send(
+                client
+                    .post(format!("{url}/add"))
+                    .body(format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#)),
+            )
+            .await
+        })
+    };
+    let rm = |name: &'static str| {
+        let (client, url) = (lb.http.clone(), url.clone());
+        tokio::spawn(async move {
+            common::send(
+                client
+                    .delete(format!("{url}/rm"))
+                    .body(format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#)),
+            )
+            .await
+        })
+    };
+    let adds = [add("c1"), add("c2"), add("c3")];
+    signal(pids["server-1"], "KILL");
+    let removal = rm("server-3");
+    signal(pids["server-2"], "KILL");
+    for a in adds {
+        let (status, body) = a.await.expect("add");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = removal.await.expect("rm");
+    assert_eq!(status, 200, "{body}");
+
+    let expected = vec!["server-1", "server-2", "c1", "c2", "c3"];
+    eventually(
+        Duration::from_secs(15),
+        "pool converges to 5 healthy replicas",
+        || async {
+            let status = lb.status().await;
+            status.len() == 5 && status.values().all(|r| r["health"] == "up")
+        },
+    )
+    .await;
+    let mut names = lb.replicas().await;
+    names.sort();
+    let mut want: Vec<String> = expected.iter().map(|s| (*s).to_owned()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    // One live process per replica: no double spawn, no leak.
+    let pids = lb.pids().await;
+    let unique: std::collections::BTreeSet<u32> = pids.values().copied().collect();
+    assert_eq!(unique.len(), 5);
+    assert!(unique.iter().all(|&p| alive(p)));
+    let spread = lb.spread(50).await;
+    assert_eq!(spread.values().sum::<usize>(), 50);
+    lb.terminate().await;
+    eventually(Duration::from_secs(10), "all gone", || async {
+        unique.iter().all(|&p| !alive(p))
+    })
+    .await;
+}
