@@ -241,7 +241,7 @@ async fn concurrent_add_rm_and_failures_converge_without_duplicates() {
     let (status, body) = removal.await.expect("rm");
     assert_eq!(status, 200, "{body}");
 
-    let expected = vec!["server-1", "server-2", "c1", "c2", "c3"];
+    let expected = ["server-1", "server-2", "c1", "c2", "c3"];
     eventually(
         Duration::from_secs(15),
         "pool converges to 5 healthy replicas",
