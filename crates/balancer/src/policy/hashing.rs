@@ -108,6 +108,21 @@ pub struct MaglevPolicy {
     index: IdIndex,
 }
 
+impl MaglevPolicy {
+    /// The table for a member set; none for an empty pool.
+    fn for_members(replicas: &[Arc<Replica>]) -> Result<Self, PolicyError> {
+        let table = if replicas.is_empty() {
+            None
+        } else {
+            Some(Maglev::build(&ids(replicas))?)
+        };
+        Ok(Self {
+            table,
+            index: IdIndex::new(replicas),
+        })
+    }
+}
+
 impl Policy for MaglevPolicy {
     fn name(&self) -> &'static str {
         "maglev"
@@ -119,15 +134,7 @@ impl Policy for MaglevPolicy {
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
-        let table = if replicas.is_empty() {
-            None
-        } else {
-            Some(Maglev::build(&ids(replicas))?)
-        };
-        Ok(Some(Arc::new(Self {
-            table,
-            index: IdIndex::new(replicas),
-        })))
+        Ok(Some(Arc::new(Self::for_members(replicas)?)))
     }
 }
 
@@ -179,17 +186,9 @@ impl Policy for BoundedLoadPolicy {
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
-        let table = if replicas.is_empty() {
-            None
-        } else {
-            Some(Maglev::build(&ids(replicas))?)
-        };
         Ok(Some(Arc::new(Self {
             bound: self.bound,
-            maglev: MaglevPolicy {
-                table,
-                index: IdIndex::new(replicas),
-            },
+            maglev: MaglevPolicy::for_members(replicas)?,
         })))
     }
 }
