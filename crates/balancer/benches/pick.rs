@@ -20,7 +20,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 fn replicas(n: u32) -> Vec<Arc<Replica>> {
     (1..=n)
         .map(|i| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], u16::try_from(10_000 + i).unwrap_or(10_000)));
+            let addr =
+                SocketAddr::from(([127, 0, 0, 1], u16::try_from(10_000 + i).unwrap_or(10_000)));
             Arc::new(Replica::new(format!("server-{i}"), i, addr, 1 + i % 3, 0))
         })
         .collect()
@@ -39,7 +40,9 @@ fn build(name: &str, members: &[Arc<Replica>]) -> (Arc<dyn Policy>, &'static str
             options.ring.vnodes = 12;
             let p = policy::from_name(name, &options)
                 .and_then(|p| policy::prepared(&p, members))
-                .unwrap_or_else(|e| panic!("{name} cannot be built for {} replicas: {e}", members.len()));
+                .unwrap_or_else(|e| {
+                    panic!("{name} cannot be built for {} replicas: {e}", members.len())
+                });
             (p, " (M=4096,K=12)")
         }
     }
@@ -58,7 +61,11 @@ fn pick(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(format!("{name}{note}"), n), |b| {
                 b.iter(|| {
                     i = (i + 1) & 4095;
-                    let pick = Pick { key: keys[i], replicas: &members, tried: &[] };
+                    let pick = Pick {
+                        key: keys[i],
+                        replicas: &members,
+                        tried: &[],
+                    };
                     black_box(policy.pick(black_box(&pick)))
                 });
             });
