@@ -37,14 +37,21 @@ impl IdIndex {
         }
     }
 
-    /// The first candidate that maps to a usable member.
+    /// The key's own replica if it is usable (the O(1) common case), else
+    /// the first usable one in the ring's candidate order.
     #[inline]
-    fn first_usable(
+    fn first_usable<I: Iterator<Item = ServerId>>(
         &self,
-        candidates: impl Iterator<Item = ServerId>,
+        primary: Option<ServerId>,
+        candidates: impl FnOnce() -> I,
         pick: &Pick<'_>,
     ) -> Option<usize> {
-        candidates
+        if let Some(i) = primary.and_then(|id| self.get(id))
+            && pick.usable(i)
+        {
+            return Some(i);
+        }
+        candidates()
             .filter_map(|id| self.get(id))
             .find(|&i| pick.usable(i))
     }
@@ -77,8 +84,11 @@ impl Policy for RingPolicy {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        self.index
-            .first_usable(self.ring.candidates(pick.key), pick)
+        self.index.first_usable(
+            self.ring.lookup(pick.key),
+            || self.ring.candidates(pick.key),
+            pick,
+        )
     }
 
     /// Applies the difference to a copy of the current ring instead of
@@ -129,8 +139,9 @@ impl Policy for MaglevPolicy {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
+        let table = self.table.as_ref()?;
         self.index
-            .first_usable(self.table.as_ref()?.candidates(pick.key), pick)
+            .first_usable(table.lookup(pick.key), || table.candidates(pick.key), pick)
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
