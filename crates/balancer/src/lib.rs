@@ -38,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Cli, Config, OrchestratorKind};
 pub use error::StartError;
-use orchestrator::{Orchestrator, ProcessOrchestrator, StaticOrchestrator, process::BackendCommand};
+use orchestrator::{
+    Orchestrator, ProcessOrchestrator, StaticOrchestrator, process::BackendCommand,
+};
 use policy::Policy;
 
 /// A balancer to configure and start.
@@ -50,7 +52,11 @@ pub struct Balancer {
 
 impl Balancer {
     pub fn new(config: Config) -> Self {
-        Self { config, policy: None, orchestrator: None }
+        Self {
+            config,
+            policy: None,
+            orchestrator: None,
+        }
     }
 
     /// Uses `policy` instead of the one `--policy` names (a custom policy).
@@ -72,15 +78,30 @@ impl Balancer {
         Ok(match c.orchestrator {
             OrchestratorKind::Process => {
                 let command = match &c.backend_bin {
-                    Some(program) => BackendCommand { program: program.clone(), args: Vec::new() },
-                    None => BackendCommand::current_exe().map_err(|e| StartError::Config(format!("cannot find this executable: {e}")))?,
+                    Some(program) => BackendCommand {
+                        program: program.clone(),
+                        args: Vec::new(),
+                    },
+                    None => BackendCommand::current_exe().map_err(|e| {
+                        StartError::Config(format!("cannot find this executable: {e}"))
+                    })?,
                 };
-                let extra = if c.backend_delay_ms > 0 { vec!["--delay-ms".into(), c.backend_delay_ms.to_string()] } else { Vec::new() };
-                Arc::new(ProcessOrchestrator::new(command, extra, c.drain_timeout.min(std::time::Duration::from_secs(5))))
+                let extra = if c.backend_delay_ms > 0 {
+                    vec!["--delay-ms".into(), c.backend_delay_ms.to_string()]
+                } else {
+                    Vec::new()
+                };
+                Arc::new(ProcessOrchestrator::new(
+                    command,
+                    extra,
+                    c.drain_timeout.min(std::time::Duration::from_secs(5)),
+                ))
             }
             OrchestratorKind::Static => {
                 if c.upstream.is_empty() {
-                    return Err(StartError::Config("--orchestrator static needs at least one --upstream URL".into()));
+                    return Err(StartError::Config(
+                        "--orchestrator static needs at least one --upstream URL".into(),
+                    ));
                 }
                 let upstreams = c
                     .upstream
@@ -92,7 +113,9 @@ impl Balancer {
                 Arc::new(StaticOrchestrator::new(upstreams))
             }
             OrchestratorKind::Docker => {
-                return Err(StartError::Config("the docker orchestrator is not built into this version yet".into()));
+                return Err(StartError::Config(
+                    "the docker orchestrator is not built into this version yet".into(),
+                ));
             }
         })
     }
@@ -101,7 +124,10 @@ impl Balancer {
     pub async fn start(self) -> Result<Running, StartError> {
         let c = &self.config;
         if c.replicas > c.max_replicas {
-            return Err(StartError::Config(format!("--replicas {} is above --max-replicas {}", c.replicas, c.max_replicas)));
+            return Err(StartError::Config(format!(
+                "--replicas {} is above --max-replicas {}",
+                c.replicas, c.max_replicas
+            )));
         }
         let options = policy::PolicyOptions {
             ring: ring::RingConfig {
@@ -122,7 +148,10 @@ impl Balancer {
         };
         let listener = tokio::net::TcpListener::bind(&c.listen)
             .await
-            .map_err(|source| StartError::Listen { addr: c.listen.clone(), source })?;
+            .map_err(|source| StartError::Listen {
+                addr: c.listen.clone(),
+                source,
+            })?;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
 
         let pool = Arc::new(pool::Pool::new(policy.clone())?);
@@ -137,7 +166,12 @@ impl Balancer {
             retry_backoff: std::time::Duration::from_millis(500),
             weights,
         };
-        let health = health::HealthConfig { interval: c.health_interval, timeout: c.health_timeout, fall: c.fall, rise: c.rise };
+        let health = health::HealthConfig {
+            interval: c.health_interval,
+            timeout: c.health_timeout,
+            fall: c.fall,
+            rise: c.rise,
+        };
         let (control, supervisor) = supervisor::Supervisor::start(
             settings,
             orchestrator.clone(),
@@ -186,7 +220,8 @@ impl Balancer {
                 let _ = tcp.set_nodelay(true);
             });
             let service = admin::router(app).into_make_service_with_connect_info::<SocketAddr>();
-            let server = axum::serve(listener, service).with_graceful_shutdown(stop.clone().cancelled_owned());
+            let server = axum::serve(listener, service)
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
             let served = tokio::spawn(async move { server.await });
             stop.cancelled().await;
             // Requests in flight finish (bounded), then replicas are drained
@@ -197,7 +232,11 @@ impl Balancer {
             supervisor_stop.cancel();
             let _ = supervisor.await;
         });
-        Ok(Running { addr, shutdown, task })
+        Ok(Running {
+            addr,
+            shutdown,
+            task,
+        })
     }
 }
 

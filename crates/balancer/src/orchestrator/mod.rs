@@ -6,8 +6,8 @@
 //! address and a future that resolves when the instance dies, and stops an
 //! instance by its handle. The supervisor decides when to call it.
 
-pub mod process;
 pub mod fixed;
+pub mod process;
 
 use std::{future::Future, net::SocketAddr, pin::Pin};
 
@@ -61,7 +61,9 @@ pub enum OrchestratorError {
     Spawn { name: String, reason: String },
     #[error("replica '{name}' did not answer /heartbeat within {timeout_ms} ms")]
     NotReady { name: String, timeout_ms: u64 },
-    #[error("the {0} orchestrator does not create or remove replicas; change the upstream list instead")]
+    #[error(
+        "the {0} orchestrator does not create or remove replicas; change the upstream list instead"
+    )]
     Unsupported(&'static str),
     #[error("container engine unreachable: {0}")]
     Engine(String),
