@@ -112,11 +112,14 @@ impl Balancer {
                     .map_err(StartError::Config)?;
                 Arc::new(StaticOrchestrator::new(upstreams))
             }
-            OrchestratorKind::Docker => {
-                return Err(StartError::Config(
-                    "the docker orchestrator is not built into this version yet".into(),
-                ));
-            }
+            OrchestratorKind::Docker => Arc::new(orchestrator::DockerOrchestrator::connect(
+                orchestrator::docker::DockerSettings {
+                    image: c.docker_image.clone(),
+                    network: c.docker_network.clone(),
+                    project: c.docker_project.clone(),
+                    stop_timeout: 5,
+                },
+            )?),
         })
     }
 

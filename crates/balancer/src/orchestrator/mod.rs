@@ -6,6 +6,7 @@
 //! address and a future that resolves when the instance dies, and stops an
 //! instance by its handle. The supervisor decides when to call it.
 
+pub mod docker;
 pub mod fixed;
 pub mod process;
 
@@ -13,6 +14,7 @@ use std::{future::Future, net::SocketAddr, pin::Pin};
 
 use crate::replica::ReplicaId;
 
+pub use docker::DockerOrchestrator;
 pub use fixed::StaticOrchestrator;
 pub use process::ProcessOrchestrator;
 
