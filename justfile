@@ -1,0 +1,71 @@
+# Recipes for the load balancer. `just` itself: `pip install rust-just`
+# (or `cargo install just`).
+
+compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi`
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the balancer with 3 local replica processes on 127.0.0.1:5000.
+run *ARGS:
+    cargo run --release -p balancer -- {{ARGS}}
+
+# Every test (what CI runs, besides fmt, clippy and e2e).
+test:
+    cargo test --workspace
+
+# Release binaries for this machine.
+build:
+    cargo build --release --workspace
+
+# Static binaries and the FROM-scratch images (offline).
+images:
+    docker/build
+
+# Build the images and start the stack: the balancer spawns 3 backend containers on net1.
+up: images
+    {{compose}} up -d balancer
+    @for i in $(seq 1 100); do curl -sf localhost:5000/rep >/dev/null && break; sleep 0.1; done
+    @curl -s localhost:5000/rep; echo
+
+# Stop the stack and remove every container the balancer spawned, and net1.
+down:
+    -{{compose}} down --remove-orphans
+    -docker ps -aq --filter label=lb.project=lb | xargs -r docker rm -f
+    -docker network rm net1 2>/dev/null
+
+# Follow the balancer's logs.
+logs:
+    {{compose}} logs -f balancer
+
+# End-to-end tests against the Docker engine.
+e2e:
+    .ci/e2e
+
+# Proxy benchmark side by side with HAProxy and nginx, then the criterion
+# benches (ring lookup, policy pick).
+bench:
+    bench/run
+    bench/pick
+    cargo bench -p ring --bench lookup
+
+# Experiment A-1: requests per replica, N = 3.
+experiment-a1:
+    cargo run --release -p loadgen -- experiment a1 --out analysis
+
+# Experiment A-2: load per replica, N = 2..6.
+experiment-a2:
+    cargo run --release -p loadgen -- experiment a2 --out analysis
+
+# Experiment A-3: every endpoint, then a replica killed.
+experiment-a3:
+    cargo run --release -p loadgen -- experiment a3 --out analysis
+
+# Experiment A-4: modified hash functions, keys moved.
+experiment-a4:
+    cargo run --release -p loadgen -- experiment a4 --out analysis
+
+# All four experiments.
+experiments:
+    cargo run --release -p loadgen -- experiment a1 a2 a3 a4 --out analysis
