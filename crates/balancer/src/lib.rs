@@ -118,8 +118,9 @@ impl Balancer {
                     network: c.docker_network.clone(),
                     project: c.docker_project.clone(),
                     stop_timeout: 5,
+                    socket: None,
                 },
-            )?),
+            )),
         })
     }
 

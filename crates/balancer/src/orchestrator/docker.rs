@@ -39,12 +39,16 @@ pub struct DockerSettings {
     pub project: String,
     /// Seconds a container gets to stop before it is killed.
     pub stop_timeout: i32,
+    /// Engine socket; `None` for `DOCKER_HOST` or the local default.
+    pub socket: Option<String>,
 }
 
 /// Runs replicas as containers.
 #[derive(Debug)]
 pub struct DockerOrchestrator {
-    docker: Docker,
+    /// `None` until the engine's socket can be opened: the balancer starts
+    /// and serves without an engine, and every call tries again.
+    docker: std::sync::Mutex<Option<Docker>>,
     settings: DockerSettings,
 }
 
@@ -56,9 +60,33 @@ impl DockerOrchestrator {
     /// Connects to the engine named by `DOCKER_HOST`, or the local socket.
     /// Connecting is lazy: an unreachable engine shows up as errors of
     /// individual calls, and routing to running replicas goes on.
-    pub fn connect(settings: DockerSettings) -> Result<Self, OrchestratorError> {
-        let docker = Docker::connect_with_local_defaults().map_err(engine)?;
-        Ok(Self { docker, settings })
+    pub fn connect(settings: DockerSettings) -> Self {
+        let this = Self {
+            docker: std::sync::Mutex::new(None),
+            settings,
+        };
+        if let Err(e) = this.client() {
+            tracing::error!(error = %e, "Docker engine unreachable; /add will answer 503 until it is back");
+        }
+        this
+    }
+
+    /// The engine client, connecting first if needed.
+    fn client(&self) -> Result<Docker, OrchestratorError> {
+        let mut slot = self
+            .docker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(docker) = slot.as_ref() {
+            return Ok(docker.clone());
+        }
+        let docker = match &self.settings.socket {
+            Some(path) => Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(engine)?;
+        *slot = Some(docker.clone());
+        Ok(docker)
     }
 
     /// The labels of a replica container.
@@ -96,8 +124,8 @@ impl DockerOrchestrator {
 
     async fn ensure_network(&self) -> Result<(), OrchestratorError> {
         let network = &self.settings.network;
-        if self
-            .docker
+        let docker = self.client()?;
+        if docker
             .inspect_network(network, None::<InspectNetworkOptions>)
             .await
             .is_ok()
@@ -109,12 +137,11 @@ impl DockerOrchestrator {
             driver: Some("bridge".into()),
             ..Default::default()
         };
-        match self.docker.create_network(request).await {
+        match docker.create_network(request).await {
             Ok(_) => Ok(()),
             // Someone else created it meanwhile.
             Err(_)
-                if self
-                    .docker
+                if docker
                     .inspect_network(network, None::<InspectNetworkOptions>)
                     .await
                     .is_ok() =>
@@ -128,7 +155,7 @@ impl DockerOrchestrator {
     /// The container's address on our network.
     async fn address(&self, container: &str) -> Result<SocketAddr, OrchestratorError> {
         let info = self
-            .docker
+            .client()?
             .inspect_container(container, None)
             .await
             .map_err(engine)?;
@@ -148,8 +175,7 @@ impl DockerOrchestrator {
         Ok(SocketAddr::new(ip, BACKEND_PORT))
     }
 
-    fn exited(&self, container: &str) -> BoxFuture<'static, ()> {
-        let docker = self.docker.clone();
+    fn exited(&self, docker: Docker, container: &str) -> BoxFuture<'static, ()> {
         let container = container.to_owned();
         Box::pin(async move {
             let mut wait = docker.wait_container(&container, None);
@@ -160,12 +186,13 @@ impl DockerOrchestrator {
     }
 
     async fn remove(&self, container: &str) -> Result<(), OrchestratorError> {
+        let docker = self.client()?;
         let stop = StopContainerOptionsBuilder::default()
             .t(self.settings.stop_timeout)
             .build();
-        let _ = self.docker.stop_container(container, Some(stop)).await;
+        let _ = docker.stop_container(container, Some(stop)).await;
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(container, Some(remove)).await {
+        match docker.remove_container(container, Some(remove)).await {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -178,6 +205,7 @@ impl DockerOrchestrator {
     }
 
     async fn start(&self, spec: ReplicaSpec) -> Result<Instance, OrchestratorError> {
+        let docker = self.client()?;
         self.ensure_network().await?;
         // A stale container of ours under this name (a dead incarnation)
         // would block the name: remove it. Never touch unlabelled ones.
@@ -186,12 +214,7 @@ impl DockerOrchestrator {
             .all(true)
             .filters(&filters)
             .build();
-        for stale in self
-            .docker
-            .list_containers(Some(list))
-            .await
-            .map_err(engine)?
-        {
+        for stale in docker.list_containers(Some(list)).await.map_err(engine)? {
             if let Some(id) = stale.id {
                 self.remove(&id).await?;
             }
@@ -199,8 +222,7 @@ impl DockerOrchestrator {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        let created = self
-            .docker
+        let created = docker
             .create_container(Some(options), self.container_config(&spec))
             .await
             .map_err(|e| OrchestratorError::Spawn {
@@ -208,7 +230,7 @@ impl DockerOrchestrator {
                 reason: e.to_string(),
             })?;
         let id = created.id;
-        if let Err(e) = self.docker.start_container(&id, None).await {
+        if let Err(e) = docker.start_container(&id, None).await {
             let _ = self.remove(&id).await;
             return Err(OrchestratorError::Spawn {
                 name: spec.name.clone(),
@@ -223,7 +245,7 @@ impl DockerOrchestrator {
             }
         };
         Ok(Instance {
-            exited: Some(self.exited(&id)),
+            exited: Some(self.exited(docker, &id)),
             handle: id,
             addr,
             pid: None,
@@ -231,18 +253,14 @@ impl DockerOrchestrator {
     }
 
     async fn running(&self) -> Result<Vec<Adopted>, OrchestratorError> {
+        let docker = self.client()?;
         let filters = self.project_filter(None);
         let list = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
         let mut adopted = Vec::new();
-        for c in self
-            .docker
-            .list_containers(Some(list))
-            .await
-            .map_err(engine)?
-        {
+        for c in docker.list_containers(Some(list)).await.map_err(engine)? {
             let Some(id) = c.id else { continue };
             let labels = c.labels.unwrap_or_default();
             let name = labels.get(LABEL_REPLICA).cloned();
@@ -254,7 +272,7 @@ impl DockerOrchestrator {
                     adopted.push(Adopted {
                         spec: ReplicaSpec { name, id: ring_id },
                         instance: Instance {
-                            exited: Some(self.exited(&id)),
+                            exited: Some(self.exited(docker.clone(), &id)),
                             handle: id,
                             addr,
                             pid: None,
@@ -313,8 +331,8 @@ mod tests {
             network: "net1".into(),
             project: "lb".into(),
             stop_timeout: 5,
+            socket: Some("/nonexistent/docker.sock".into()),
         })
-        .expect("connecting is lazy")
     }
 
     #[test]
