@@ -50,22 +50,31 @@ bench:
     bench/pick
     cargo bench -p ring --bench lookup
 
+# One experiment (a1..a4) or several; replicas are containers when a Docker
+# engine answers (images built first), local processes otherwise.
+experiment +NAMES:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mode=""
+    if docker info >/dev/null 2>&1; then
+        docker/build
+        mode=--docker
+    else
+        echo "no Docker engine: replicas run as local processes"
+    fi
+    cargo run --release -p loadgen -- experiment {{NAMES}} --out analysis $mode
+
 # Experiment A-1: requests per replica, N = 3.
-experiment-a1:
-    cargo run --release -p loadgen -- experiment a1 --out analysis
+experiment-a1: (experiment "a1")
 
 # Experiment A-2: load per replica, N = 2..6.
-experiment-a2:
-    cargo run --release -p loadgen -- experiment a2 --out analysis
+experiment-a2: (experiment "a2")
 
 # Experiment A-3: every endpoint, then a replica killed.
-experiment-a3:
-    cargo run --release -p loadgen -- experiment a3 --out analysis
+experiment-a3: (experiment "a3")
 
 # Experiment A-4: modified hash functions, keys moved.
-experiment-a4:
-    cargo run --release -p loadgen -- experiment a4 --out analysis
+experiment-a4: (experiment "a4")
 
 # All four experiments.
-experiments:
-    cargo run --release -p loadgen -- experiment a1 a2 a3 a4 --out analysis
+experiments: (experiment "a1" "a2" "a3" "a4")

@@ -119,6 +119,7 @@ impl Balancer {
                     project: c.docker_project.clone(),
                     stop_timeout: 5,
                     socket: None,
+                    remove_on_shutdown: false,
                 },
             )),
         })

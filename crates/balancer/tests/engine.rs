@@ -18,6 +18,7 @@ async fn add_without_an_engine_is_a_503_and_changes_nothing() {
         project: "lb-test-no-engine".into(),
         stop_timeout: 1,
         socket: Some("/nonexistent/docker.sock".into()),
+        remove_on_shutdown: false,
     });
     let config = Config {
         listen: "127.0.0.1:0".into(),

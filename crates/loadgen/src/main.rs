@@ -54,6 +54,9 @@ enum Command {
         requests: u64,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Replicas as Docker containers (needs `just images` and an engine).
+        #[arg(long)]
+        docker: bool,
     },
     /// Run a replica (what the experiments' stacks start).
     Backend(backend::Args),
@@ -127,10 +130,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             out,
             requests,
             concurrency,
+            docker,
         } => {
             let mut settings = Settings::new(out, std::env::current_exe()?);
             settings.requests = requests;
             settings.concurrency = concurrency;
+            settings.docker = docker;
             let which = if which.is_empty() {
                 vec![
                     Experiment::A1,

@@ -41,6 +41,9 @@ pub struct DockerSettings {
     pub stop_timeout: i32,
     /// Engine socket; `None` for `DOCKER_HOST` or the local default.
     pub socket: Option<String>,
+    /// Remove the containers when the balancer stops (experiments), instead
+    /// of leaving them for the next balancer to adopt (the default).
+    pub remove_on_shutdown: bool,
 }
 
 /// Runs replicas as containers.
@@ -50,6 +53,9 @@ pub struct DockerOrchestrator {
     /// and serves without an engine, and every call tries again.
     docker: std::sync::Mutex<Option<Docker>>,
     settings: DockerSettings,
+    /// Held while checking for and creating the network: Docker accepts two
+    /// networks with one name, so concurrent spawns must not both create it.
+    network_ready: tokio::sync::Mutex<bool>,
 }
 
 fn engine(e: impl std::fmt::Display) -> OrchestratorError {
@@ -64,6 +70,7 @@ impl DockerOrchestrator {
         let this = Self {
             docker: std::sync::Mutex::new(None),
             settings,
+            network_ready: tokio::sync::Mutex::new(false),
         };
         if let Err(e) = this.client() {
             tracing::error!(error = %e, "Docker engine unreachable; /add will answer 503 until it is back");
@@ -123,33 +130,26 @@ impl DockerOrchestrator {
     }
 
     async fn ensure_network(&self) -> Result<(), OrchestratorError> {
+        let mut ready = self.network_ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
         let network = &self.settings.network;
         let docker = self.client()?;
         if docker
             .inspect_network(network, None::<InspectNetworkOptions>)
             .await
-            .is_ok()
+            .is_err()
         {
-            return Ok(());
+            let request = NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            docker.create_network(request).await.map_err(engine)?;
         }
-        let request = NetworkCreateRequest {
-            name: network.clone(),
-            driver: Some("bridge".into()),
-            ..Default::default()
-        };
-        match docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Someone else created it meanwhile.
-            Err(_)
-                if docker
-                    .inspect_network(network, None::<InspectNetworkOptions>)
-                    .await
-                    .is_ok() =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(engine(e)),
-        }
+        *ready = true;
+        Ok(())
     }
 
     /// The container's address on our network.
@@ -315,9 +315,16 @@ impl Orchestrator for DockerOrchestrator {
         Box::pin(async move { self.remove(&handle).await })
     }
 
-    fn stop_on_shutdown(&self, _handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>> {
-        // Left running for the next balancer to adopt; `just down` removes them.
-        Box::pin(async { Ok(()) })
+    fn stop_on_shutdown(&self, handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>> {
+        Box::pin(async move {
+            if self.settings.remove_on_shutdown {
+                self.remove(&handle).await
+            } else {
+                // Left running for the next balancer to adopt; `just down`
+                // removes them.
+                Ok(())
+            }
+        })
     }
 }
 
@@ -332,6 +339,7 @@ mod tests {
             project: "lb".into(),
             stop_timeout: 5,
             socket: Some("/nonexistent/docker.sock".into()),
+            remove_on_shutdown: false,
         })
     }
 

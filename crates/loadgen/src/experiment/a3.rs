@@ -114,7 +114,7 @@ fn event_after(events: &Value, kinds: &[&str], after: u64) -> Option<u64> {
 
 pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> {
     let dir = settings.dir("a3")?;
-    let stack = Stack::start(&StackSpec::new(3, "maglev"), &settings.replica_program).await?;
+    let stack = Stack::start(&StackSpec::new(3, "maglev"), settings).await?;
     let result = measure(settings, &stack).await;
     stack.stop().await;
     let (endpoints_csv, endpoints_table, endpoints_ok, outcome) = result?;
@@ -189,11 +189,16 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         ],
     ];
     let summary = format!(
-        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `kill -9` of {VICTIM} issued at Unix ms {kill_unix_ms}; times below are measured from that moment against the balancer's event timestamps, and the first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
+        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `{}` of {VICTIM} issued at Unix ms {kill_unix_ms}; times below are measured from that moment against the balancer's event timestamps, and the first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
         provenance(settings),
         report.requests,
         settings.failure_rate,
         settings.concurrency.min(16),
+        if settings.docker {
+            "docker kill"
+        } else {
+            "kill -9"
+        },
         table(&["measure", "value"], &rows),
     );
     write(&dir.join("summary.md"), &summary)?;
@@ -222,8 +227,14 @@ async fn measure(
 ) -> Result<(String, String, bool, Outcome), ExperimentError> {
     let (csv, tbl, ok) = exercise(stack).await?;
     let status = stack.json("/lb/status").await?;
-    let pid = victim_pid(&status)
-        .ok_or_else(|| ExperimentError::Failed(format!("no pid for {VICTIM}: {status}")))?;
+    // A process replica is killed by pid; a container with `docker kill`.
+    let kill: Vec<String> = if settings.docker {
+        vec!["docker".into(), "kill".into(), VICTIM.into()]
+    } else {
+        let pid = victim_pid(&status)
+            .ok_or_else(|| ExperimentError::Failed(format!("no pid for {VICTIM}: {status}")))?;
+        vec!["kill".into(), "-9".into(), pid.to_string()]
+    };
     let config = RunConfig {
         target: stack.url.clone(),
         requests: settings.failure_requests,
@@ -238,16 +249,16 @@ async fn measure(
     let started = unix_ms();
     tokio::time::sleep(kill_after).await;
     let kill_unix_ms = unix_ms();
-    let killed = std::process::Command::new("kill")
-        .arg("-9")
-        .arg(pid.to_string())
+    let killed = std::process::Command::new(&kill[0])
+        .args(&kill[1..])
+        .stdout(std::process::Stdio::null())
         .status();
     // The signal lands somewhere between issuing kill(1) and its return;
     // after the return the old process is certainly gone.
     let kill_done_ms = unix_ms();
     if !killed.is_ok_and(|s| s.success()) {
         return Err(ExperimentError::Failed(format!(
-            "could not kill {VICTIM} (pid {pid})"
+            "could not kill {VICTIM}: {kill:?}"
         )));
     }
     let report = load

@@ -65,7 +65,7 @@ struct Moved {
 async fn keys_moved(settings: &Settings, v: &Variant, n: usize) -> Result<Moved, ExperimentError> {
     let mut spec = v.spec(n);
     spec.key = format!("header:{KEY_HEADER}");
-    let stack = Stack::start(&spec, &settings.replica_program).await?;
+    let stack = Stack::start(&spec, settings).await?;
     let result = async {
         let before = mapping(&stack, settings).await?;
         let (status, body) = stack

@@ -1,11 +1,14 @@
 //! A stack for one measurement: a balancer (in this process) over replica
 //! processes, started fresh and torn down after, so runs never share state.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use balancer::{
     Balancer, Config,
-    orchestrator::{ProcessOrchestrator, process::BackendCommand},
+    orchestrator::{
+        DockerOrchestrator, Orchestrator, ProcessOrchestrator, docker::DockerSettings,
+        process::BackendCommand,
+    },
 };
 
 use super::ExperimentError;
@@ -42,7 +45,10 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub async fn start(spec: &StackSpec, replica_program: &Path) -> Result<Self, ExperimentError> {
+    pub async fn start(
+        spec: &StackSpec,
+        settings: &super::Settings,
+    ) -> Result<Self, ExperimentError> {
         let key = spec.key.parse().map_err(ExperimentError::Stack)?;
         let config = Config {
             listen: "127.0.0.1:0".into(),
@@ -57,15 +63,28 @@ impl Stack {
             health_timeout: Duration::from_millis(250),
             ..Config::default()
         };
-        let command = BackendCommand {
-            program: replica_program.to_path_buf(),
-            args: vec!["backend".into()],
+        let orchestrator: Arc<dyn Orchestrator> = if settings.docker {
+            Arc::new(DockerOrchestrator::connect(DockerSettings {
+                image: "lb-backend:latest".into(),
+                network: "net1".into(),
+                // Its own label: an experiment never adopts or removes the
+                // containers of a `just up` stack.
+                project: "lb-experiment".into(),
+                stop_timeout: 2,
+                socket: None,
+                remove_on_shutdown: true,
+            }))
+        } else {
+            let command = BackendCommand {
+                program: settings.replica_program.clone(),
+                args: vec!["backend".into()],
+            };
+            Arc::new(ProcessOrchestrator::new(
+                command,
+                Vec::new(),
+                Duration::from_secs(5),
+            ))
         };
-        let orchestrator = Arc::new(ProcessOrchestrator::new(
-            command,
-            Vec::new(),
-            Duration::from_secs(5),
-        ));
         let running = Balancer::new(config)
             .with_orchestrator(orchestrator)
             .start()
