@@ -19,14 +19,8 @@ impl Policy for LeastConnections {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        let n = pick.replicas.len();
-        if n == 0 {
-            return None;
-        }
         let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (0..n)
-            .map(|step| (start + step) % n)
-            .filter(|&i| pick.usable(i))
+        pick.usable_from(start)
             .min_by_key(|&i| pick.replicas[i].in_flight())
     }
 }
@@ -47,13 +41,10 @@ impl Policy for PowerOfTwoChoices {
         if n == 0 {
             return None;
         }
-        let first = fastrand::usize(..n);
-        let a = (0..n).map(|s| (first + s) % n).find(|&i| pick.usable(i))?;
+        let a = pick.usable_from(fastrand::usize(..n)).next()?;
         // A second, different candidate: random among the others.
-        let second = (a + 1 + fastrand::usize(..n.max(2) - 1)) % n;
-        let b = (0..n)
-            .map(|s| (second + s) % n)
-            .find(|&i| i != a && pick.usable(i));
+        let second = a + 1 + fastrand::usize(..n.max(2) - 1);
+        let b = pick.usable_from(second).find(|&i| i != a);
         Some(match b {
             Some(b) if pick.replicas[b].in_flight() < pick.replicas[a].in_flight() => b,
             _ => a,

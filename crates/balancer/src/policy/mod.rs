@@ -43,6 +43,17 @@ impl Pick<'_> {
     pub fn usable(&self, index: usize) -> bool {
         self.replicas.get(index).is_some_and(|r| r.is_available()) && !self.tried.contains(&index)
     }
+
+    /// Usable indices in index order, starting at `start` (modulo the
+    /// member count) and wrapping once around: a walk that is fair when all
+    /// are usable and always ends when some are not.
+    #[inline]
+    pub fn usable_from(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
+        let n = self.replicas.len();
+        (0..n)
+            .map(move |step| (start.wrapping_add(step)) % n)
+            .filter(move |&i| self.usable(i))
+    }
 }
 
 /// Why a policy cannot be built for a set of replicas.

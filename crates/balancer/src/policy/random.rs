@@ -18,10 +18,7 @@ impl Policy for RandomPolicy {
         }
         // Start at a random index and walk: uniform when all are usable, and
         // never loops forever when some are not.
-        let start = fastrand::usize(..n);
-        (0..n)
-            .map(|step| (start + step) % n)
-            .find(|&i| pick.usable(i))
+        pick.usable_from(fastrand::usize(..n)).next()
     }
 }
 

@@ -25,14 +25,8 @@ impl Policy for RoundRobin {
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
-        let n = pick.replicas.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|step| (start + step) % n)
-            .find(|&i| pick.usable(i))
+        pick.usable_from(self.next.fetch_add(1, Ordering::Relaxed))
+            .next()
     }
 }
 
@@ -91,7 +85,7 @@ impl Policy for WeightedRoundRobin {
             .find(|&i| pick.usable(i));
         // The schedule belongs to the member set it was built for; fall back
         // to any usable replica rather than fail if the two ever disagree.
-        scheduled.or_else(|| (0..pick.replicas.len()).find(|&i| pick.usable(i)))
+        scheduled.or_else(|| pick.usable_from(0).next())
     }
 
     fn rebuild(&self, replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
