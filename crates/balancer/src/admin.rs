@@ -44,6 +44,13 @@ pub struct App {
     pub describe: Value,
 }
 
+/// Whether `path` is one of the balancer's own endpoints (served by
+/// [`router`]) rather than a replica's (forwarded by the proxy straight
+/// away, without the router). Keep it beside the router's route list.
+pub fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/rep" | "/add" | "/rm") || path == "/lb" || path.starts_with("/lb/")
+}
+
 /// Every route of the balancer.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -311,6 +318,34 @@ mod tests {
         ] {
             let err = parse(body).expect_err(body);
             assert!(err.contains(expect), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn admin_paths_are_exactly_the_routers() {
+        for path in [
+            "/rep",
+            "/add",
+            "/rm",
+            "/lb",
+            "/lb/health",
+            "/lb/status",
+            "/lb/metrics",
+            "/lb/events",
+        ] {
+            assert!(is_admin_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/home",
+            "/heartbeat",
+            "/repx",
+            "/rep/",
+            "/lbx",
+            "/add/1",
+            "/x/lb/status",
+        ] {
+            assert!(!is_admin_path(path), "{path}");
         }
     }
 

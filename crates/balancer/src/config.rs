@@ -121,6 +121,10 @@ pub struct Config {
     /// How long a removed replica may finish its requests before it is stopped.
     #[arg(long, env = "LB_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers (also how
+    /// long an idle keep-alive client connection stays open).
+    #[arg(long, env = "LB_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
 
     /// Require `Authorization: Bearer <token>` on /add and /rm.
     #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]

@@ -28,11 +28,11 @@ pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod replica;
+pub mod server;
 pub mod supervisor;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::serve::ListenerExt as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -218,22 +218,15 @@ impl Balancer {
             max_replicas: c.max_replicas,
             describe,
         });
-        let drain = c.drain_timeout;
+        let timeouts = server::ServeTimeouts {
+            header_read: c.header_read_timeout,
+            drain: c.drain_timeout,
+        };
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let service = admin::router(app).into_make_service_with_connect_info::<SocketAddr>();
-            let server = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.clone().cancelled_owned());
-            let served = tokio::spawn(async move { server.await });
-            stop.cancelled().await;
             // Requests in flight finish (bounded), then replicas are drained
             // and stopped in order.
-            if tokio::time::timeout(drain, served).await.is_err() {
-                tracing::warn!("connections still open after the drain timeout; closing them");
-            }
+            server::serve(listener, app, stop, timeouts).await;
             supervisor_stop.cancel();
             let _ = supervisor.await;
         });

@@ -3,6 +3,10 @@
 
 use balancer::config::{self, Command};
 
+#[cfg(target_env = "gnu")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = match config::parse(std::env::args_os()) {
         Ok(cli) => cli,
@@ -22,8 +26,16 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.config.threads.filter(|_| cli.command.is_none()) {
+    // One worker thread means one event loop, as `nbthread 1` in HAProxy:
+    // the current-thread scheduler runs every task on this thread with no
+    // cross-thread queue or wake-up, which the multi-thread one still pays.
+    let threads = cli.config.threads.filter(|_| cli.command.is_none());
+    let mut builder = if threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(threads) = threads.filter(|&t| t > 1) {
         builder.worker_threads(usize::from(threads));
     }
     let runtime = match builder.enable_all().build() {

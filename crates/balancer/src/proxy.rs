@@ -15,7 +15,7 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -107,7 +107,11 @@ impl Proxy {
 
     /// Forwards one client request and answers it; never fails, never hangs:
     /// every outcome is a response.
-    pub async fn forward(&self, client_addr: SocketAddr, req: Request<Body>) -> Response<Body> {
+    pub async fn forward<B>(&self, client_addr: SocketAddr, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         Metrics::inc(&self.metrics.requests);
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
@@ -129,7 +133,7 @@ impl Proxy {
                 }
             }
         } else {
-            Payload::Stream(Some(body))
+            Payload::Stream(Some(Body::new(body)))
         };
 
         prepare_headers(&mut parts.headers, client_addr);

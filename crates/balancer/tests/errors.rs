@@ -180,6 +180,34 @@ async fn a_request_that_reached_a_replica_is_retried_only_if_idempotent() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    // Slowloris: a connection that sends half a request head and then
+    // nothing must not be held open forever.
+    let live = local_backend("live", 0).await;
+    let (lb, url) = over(vec![live.url.clone()], "round-robin", |c| {
+        c.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    // Closed (EOF, or a reset) well before the test's own bound.
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+        .await
+        .expect("the balancer closes the connection within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // A complete request on a new connection is still served.
+    let (status, body) = send(common::client().get(format!("{url}/home"))).await;
+    assert_eq!(status, 200, "{body}");
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn static_orchestrator_refuses_add_and_rm() {
     let a = local_backend("a", 0).await;
     let (lb, url) = over(vec![a.url.clone()], "round-robin", |_| {}).await;
