@@ -1,7 +1,8 @@
 //! A customizable HTTP load balancer.
 //!
-//! The request path reads top to bottom in a few files: [`admin`] routes a
-//! request to the admin API or to the [`proxy`], which extracts the key,
+//! The request path reads top to bottom in a few files: [`server`] accepts
+//! connections and sends each request to the [`admin`] API or straight to
+//! the [`proxy`], which extracts the key,
 //! asks the [`policy`] for a replica from the [`pool`]'s current snapshot and
 //! forwards with a pooled client, retrying elsewhere on a connect failure.
 //! The control path: the admin API, [`health`] checks and the
