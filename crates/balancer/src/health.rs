@@ -129,42 +129,141 @@ impl Watcher {
     }
 
     async fn probe_loop(&self, replica: &Replica) {
-        let HealthConfig {
-            interval,
-            timeout,
-            fall,
-            rise,
-        } = self.config;
-        let (mut fails, mut oks) = (0u32, 0u32);
-        let mut ticker = tokio::time::interval(interval);
+        let mut counts = Counts::default();
+        let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if self.prober.check(&replica.authority, timeout).await {
-                fails = 0;
-                oks = oks.saturating_add(1);
-                let health = replica.health();
-                if oks >= rise
-                    && matches!(health, Health::Suspect | Health::Down)
-                    && replica.transition(health, Health::Up)
-                {
-                    self.events
-                        .record("up", &replica.name, format!("{oks} heartbeats answered"));
-                }
-            } else {
-                oks = 0;
-                fails = fails.saturating_add(1);
+            let answered = self
+                .prober
+                .check(&replica.authority, self.config.timeout)
+                .await;
+            if !answered {
                 replica.record_failure();
-                if fails == fall && replica.health() != Health::Draining {
+            }
+            let health = replica.health();
+            match counts.observe(answered, health, self.config) {
+                Some(Verdict::Up) if replica.transition(health, Health::Up) => {
+                    self.events.record(
+                        "up",
+                        &replica.name,
+                        format!("{} heartbeats answered", self.config.rise),
+                    );
+                }
+                Some(Verdict::Down) => {
                     replica.set_health(Health::Down);
-                    self.events
-                        .record("down", &replica.name, format!("{fails} heartbeats missed"));
+                    self.events.record(
+                        "down",
+                        &replica.name,
+                        format!("{} heartbeats missed", self.config.fall),
+                    );
                     let _ = self.signals.send(Signal::Down {
                         name: replica.name.clone(),
                         generation: replica.generation,
                     });
                 }
+                Some(Verdict::Up) | None => {}
             }
         }
+    }
+}
+
+/// What a run of heartbeats decides.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Up,
+    Down,
+}
+
+/// Consecutive heartbeat results of one replica.
+///
+/// Answers count only while the replica is out of rotation, so `rise`
+/// starts again from zero each time the proxy marks it suspect: a replica
+/// that was healthy for an hour and then reset a connection still needs
+/// `rise` fresh answers before it gets traffic again.
+#[derive(Debug, Default)]
+struct Counts {
+    fails: u32,
+    oks: u32,
+}
+
+impl Counts {
+    fn observe(&mut self, answered: bool, health: Health, config: HealthConfig) -> Option<Verdict> {
+        if answered {
+            self.fails = 0;
+            if !matches!(health, Health::Suspect | Health::Down) {
+                self.oks = 0;
+                return None;
+            }
+            self.oks = self.oks.saturating_add(1);
+            (self.oks >= config.rise).then(|| {
+                self.oks = 0;
+                Verdict::Up
+            })
+        } else {
+            self.oks = 0;
+            self.fails = self.fails.saturating_add(1);
+            (self.fails == config.fall && health != Health::Draining).then_some(Verdict::Down)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: HealthConfig = HealthConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        fall: 2,
+        rise: 3,
+    };
+
+    #[test]
+    fn a_suspect_replica_needs_rise_fresh_answers_however_long_it_was_up() {
+        let mut counts = Counts::default();
+        for _ in 0..50 {
+            assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
+        }
+        // The proxy marks it suspect; answers before that do not count.
+        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
+        assert_eq!(
+            counts.observe(true, Health::Suspect, CONFIG),
+            Some(Verdict::Up)
+        );
+        // Suspect again later: again three answers.
+        assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
+        assert_eq!(
+            counts.observe(true, Health::Suspect, CONFIG),
+            Some(Verdict::Up)
+        );
+    }
+
+    #[test]
+    fn fall_misses_in_a_row_mark_down_once_and_a_miss_resets_rise() {
+        let mut counts = Counts::default();
+        assert_eq!(counts.observe(false, Health::Up, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
+        assert_eq!(counts.observe(false, Health::Up, CONFIG), None);
+        assert_eq!(
+            counts.observe(false, Health::Suspect, CONFIG),
+            Some(Verdict::Down)
+        );
+        assert_eq!(counts.observe(false, Health::Down, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
+        assert_eq!(counts.observe(false, Health::Down, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
+        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
+        assert_eq!(
+            counts.observe(true, Health::Down, CONFIG),
+            Some(Verdict::Up)
+        );
+        // A draining replica is never reported down (it is leaving anyway).
+        let mut counts = Counts::default();
+        assert_eq!(counts.observe(false, Health::Draining, CONFIG), None);
+        assert_eq!(counts.observe(false, Health::Draining, CONFIG), None);
     }
 }
