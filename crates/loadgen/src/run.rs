@@ -89,8 +89,9 @@ pub struct TraceEntry {
     pub index: u64,
     /// Start, in ms since the run began.
     pub start_ms: f64,
-    /// Start as Unix time in ms, to line up with the balancer's events.
-    pub start_unix_ms: u64,
+    /// Start as Unix time in ms (fractional), to line up with the balancer's
+    /// events.
+    pub start_unix_ms: f64,
     pub latency_ms: f64,
     /// HTTP status, or 0 for a transport error.
     pub status: u16,
@@ -161,10 +162,12 @@ pub fn replica_id(body: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn unix_ms() -> u64 {
+/// Unix time in ms, with the sub-millisecond part kept: recovery times are
+/// differences of a few ms, so flooring each term would skew them.
+pub fn unix_ms() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Checks the target answers at all, so a dead target is a clear error
@@ -225,8 +228,14 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
                 if index >= config.requests {
                     break;
                 }
-                if let Some(rate) = config.rate.filter(|r| *r > 0.0) {
-                    let at = started + Duration::from_secs_f64(index as f64 / rate);
+                // A paced request's latency counts from when it was due, not
+                // from when a busy worker got round to sending it: otherwise a
+                // stall hides the very delay it causes (coordinated omission).
+                let due = config
+                    .rate
+                    .filter(|r| *r > 0.0)
+                    .map(|rate| started + Duration::from_secs_f64(index as f64 / rate));
+                if let Some(at) = due {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let mut req = http::Request::new(Empty::<Bytes>::new());
@@ -240,7 +249,7 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
                 {
                     req.headers_mut().insert(name, value);
                 }
-                let sent = Instant::now();
+                let sent = due.unwrap_or_else(Instant::now);
                 let outcome = tokio::time::timeout(config.timeout, async {
                     let resp = client.request(req).await.map_err(|e| error_kind(&e))?;
                     let status = resp.status();
@@ -285,7 +294,7 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
                     tally.trace.push(TraceEntry {
                         index,
                         start_ms,
-                        start_unix_ms: start_unix + start_ms as u64,
+                        start_unix_ms: start_unix + start_ms,
                         latency_ms: latency.as_secs_f64() * 1e3,
                         status,
                         replica,
@@ -309,6 +318,7 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
     let mut total = Tally::default();
     for w in workers {
         let Ok((h, t)) = w.await else { continue };
+
         let _ = hist.add(&h);
         total.ok += t.ok;
         total.failed += t.failed;
@@ -316,6 +326,13 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
         merge(&mut total.status_counts, t.status_counts);
         merge(&mut total.errors, t.errors);
         total.trace.extend(t.trace);
+    }
+    // A worker that panicked took its tally with it: its requests count as
+    // failed, never as vanished.
+    let lost = config.requests.saturating_sub(total.ok + total.failed);
+    if lost > 0 {
+        total.failed += lost;
+        *total.errors.entry("worker panicked".into()).or_insert(0) += lost;
     }
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(t) = ticker {

@@ -5,6 +5,10 @@ use std::time::{Duration, Instant};
 use loadgen::{LoadError, RunConfig};
 
 async fn backend(id: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    backend_with_delay(id, 0).await
+}
+
+async fn backend_with_delay(id: &str, delay_ms: u64) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -12,7 +16,7 @@ async fn backend(id: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = backend::Config {
         id: id.into(),
-        delay_ms: 0,
+        delay_ms,
     };
     tokio::spawn(backend::serve(listener, config, async {
         let _ = rx.await;
@@ -87,6 +91,30 @@ async fn traces_and_paces() {
             .iter()
             .all(|t| t.status == 200 && t.replica.as_deref() == Some("t"))
     );
+}
+
+#[tokio::test]
+async fn paced_latency_includes_the_wait_behind_a_slow_reply() {
+    // One worker, a request due every 2 ms, each answered after 20 ms: the
+    // 10th is sent about 180 ms after it was due. Its latency must say so,
+    // not the 20 ms it spent on the wire.
+    let (url, _stop) = backend_with_delay("slow", 20).await;
+    let report = loadgen::run(RunConfig {
+        target: url,
+        requests: 10,
+        concurrency: 1,
+        trace: true,
+        rate: Some(500.0),
+        ..RunConfig::default()
+    })
+    .await
+    .expect("run");
+    let trace = report.trace.expect("trace");
+    let last = trace.last().expect("a request");
+    assert!(last.latency_ms >= 150.0, "{last:?}");
+    assert!(report.latency_ms.max >= 150.0, "{:?}", report.latency_ms);
+    // And the trace's start is the due time: 2 ms apart.
+    assert!((last.start_ms - 18.0).abs() < 5.0, "{last:?}");
 }
 
 #[tokio::test]

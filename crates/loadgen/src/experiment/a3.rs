@@ -2,6 +2,7 @@
 //! SIGKILLed in the middle of a paced run: per-request latency over time,
 //! time to detect, time until the replacement serves, failed requests.
 
+use crate::run::unix_ms;
 use std::{fmt::Write as _, time::Duration};
 
 use serde_json::Value;
@@ -43,12 +44,6 @@ const ENDPOINTS: [(&str, &str, &str, u16); 14] = [
     ("GET", "/lb/metrics", "", 200),
     ("GET", "/lb/events", "", 200),
 ];
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 async fn exercise(stack: &Stack) -> Result<(String, String, bool), ExperimentError> {
     let mut csv = String::from("method,path,body,status,expected\n");
@@ -103,13 +98,19 @@ fn victim_pid(status: &Value) -> Option<u32> {
         .and_then(|p| u32::try_from(p).ok())
 }
 
-fn event_after(events: &Value, kinds: &[&str], after: u64) -> Option<u64> {
+/// The first of `kinds` recorded for the victim at or after `after` (the
+/// balancer's events have 1 ms resolution, so "at" is within a ms): its
+/// time and kind.
+fn event_after<'e>(events: &'e Value, kinds: &[&str], after: f64) -> Option<(f64, &'e str)> {
     events["events"]
         .as_array()?
         .iter()
-        .filter(|e| e["replica"] == VICTIM && kinds.iter().any(|k| e["kind"] == *k))
-        .filter_map(|e| e["at_ms"].as_u64())
-        .find(|&t| t >= after)
+        .filter(|e| e["replica"] == VICTIM)
+        .filter_map(|e| {
+            let kind = e["kind"].as_str().filter(|k| kinds.contains(k))?;
+            Some((e["at_ms"].as_u64()? as f64, kind))
+        })
+        .find(|&(t, _)| t >= after.floor())
 }
 
 pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> {
@@ -123,7 +124,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         report,
         kill_unix_ms,
         kill_offset_ms,
-        detected_ms,
+        detected,
         replaced_ms,
         first_served_ms,
         events,
@@ -149,11 +150,11 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut markers = vec![(kill_offset_ms / 1e3, "kill".to_owned())];
-    if let Some(d) = detected_ms {
-        markers.push(((kill_offset_ms + d as f64) / 1e3, "detected".into()));
+    if let Some((d, _)) = detected {
+        markers.push(((kill_offset_ms + d) / 1e3, "detected".into()));
     }
     if let Some(r) = replaced_ms {
-        markers.push(((kill_offset_ms + r as f64) / 1e3, "replaced".into()));
+        markers.push(((kill_offset_ms + r) / 1e3, "replaced".into()));
     }
     chart::line_chart(
         &dir.join("a3.svg"),
@@ -166,14 +167,17 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         &[("per-request latency".to_owned(), points)],
         &markers,
     )?;
-    let ms = |v: Option<u64>| v.map_or_else(|| "not observed".to_owned(), |v| format!("{v} ms"));
+    let ms = |v: Option<f64>| v.map_or_else(|| "not observed".to_owned(), |v| format!("{v:.0} ms"));
     let rows = vec![
         vec!["requests".into(), report.requests.to_string()],
         vec!["failed requests".into(), report.failed.to_string()],
         vec!["statuses".into(), format!("{:?}", report.status_counts)],
         vec![
-            format!("kill of {VICTIM} to detection (process exit / heartbeat)"),
-            ms(detected_ms),
+            format!("kill of {VICTIM} to detection (out of rotation)"),
+            detected.map_or_else(
+                || "not observed".to_owned(),
+                |(d, kind)| format!("{d:.0} ms (`{kind}` event)"),
+            ),
         ],
         vec!["kill to replacement in rotation".into(), ms(replaced_ms)],
         vec![
@@ -189,7 +193,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         ],
     ];
     let summary = format!(
-        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `{}` of {VICTIM} issued at Unix ms {kill_unix_ms}; times below are measured from that moment against the balancer's event timestamps, and the first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
+        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `{}` of {VICTIM} issued at Unix ms {kill_unix_ms:.0}; times below are measured from that moment against the balancer's event timestamps (1 ms resolution). Detection is the first event that takes {VICTIM} out of rotation: `suspect` (a proxied request failed), `exited` (the process or container ended) or `down` (heartbeats missed). Latency counts from each request's scheduled send time, so a stall's queueing delay is included. The first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
         provenance(settings),
         report.requests,
         settings.failure_rate,
@@ -213,11 +217,12 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
 
 struct Outcome {
     report: crate::Report,
-    kill_unix_ms: u64,
+    kill_unix_ms: f64,
     kill_offset_ms: f64,
-    detected_ms: Option<u64>,
-    replaced_ms: Option<u64>,
-    first_served_ms: Option<u64>,
+    /// Kill to the first out-of-rotation event, and that event's kind.
+    detected: Option<(f64, String)>,
+    replaced_ms: Option<f64>,
+    first_served_ms: Option<f64>,
     events: Value,
 }
 
@@ -249,10 +254,11 @@ async fn measure(
     let started = unix_ms();
     tokio::time::sleep(kill_after).await;
     let kill_unix_ms = unix_ms();
-    let killed = std::process::Command::new(&kill[0])
+    let killed = tokio::process::Command::new(&kill[0])
         .args(&kill[1..])
         .stdout(std::process::Stdio::null())
-        .status();
+        .status()
+        .await;
     // The signal lands somewhere between issuing kill(1) and its return;
     // after the return the old process is certainly gone.
     let kill_done_ms = unix_ms();
@@ -273,26 +279,27 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
         events = stack.json("/lb/events").await?;
     }
-    let since = |t: Option<u64>| t.map(|t| t.saturating_sub(kill_unix_ms));
-    let detected_ms = since(event_after(&events, &["exited", "down"], kill_unix_ms));
-    let replaced_ms = since(event_after(&events, &["replaced"], kill_unix_ms));
+    let since = |t: f64| (t - kill_unix_ms).max(0.0);
+    let detected = event_after(&events, &["suspect", "exited", "down"], kill_unix_ms)
+        .map(|(t, kind)| (since(t), kind.to_owned()));
+    let replaced_ms = event_after(&events, &["replaced"], kill_unix_ms).map(|(t, _)| since(t));
     let first_served_ms = report
         .trace
         .as_deref()
         .unwrap_or(&[])
         .iter()
         .filter(|t| t.replica.as_deref() == Some(VICTIM) && t.start_unix_ms > kill_done_ms)
-        .map(|t| t.start_unix_ms + t.latency_ms as u64)
-        .min()
-        .map(|t| t.saturating_sub(kill_unix_ms));
+        .map(|t| t.start_unix_ms + t.latency_ms)
+        .min_by(f64::total_cmp)
+        .map(since);
     // The run's own clock starts after its connection probe: line the kill
     // up with the trace, not with when we spawned the run.
     let run_start = report
         .trace
         .as_deref()
         .and_then(|t| t.first())
-        .map_or(started as f64, |t| t.start_unix_ms as f64 - t.start_ms);
-    let kill_offset_ms = kill_unix_ms as f64 - run_start;
+        .map_or(started, |t| t.start_unix_ms - t.start_ms);
+    let kill_offset_ms = kill_unix_ms - run_start;
     Ok((
         csv,
         tbl,
@@ -301,7 +308,7 @@ async fn measure(
             report,
             kill_unix_ms,
             kill_offset_ms,
-            detected_ms,
+            detected,
             replaced_ms,
             first_served_ms,
             events,

@@ -95,9 +95,18 @@ impl Stack {
             running: Some(running),
             url,
         };
-        let members = stack.json("/rep").await?;
+        // A stack that came up wrong is stopped before the error is
+        // returned: its replicas (processes or containers) must not outlive it.
+        let members = match stack.json("/rep").await {
+            Ok(members) => members,
+            Err(e) => {
+                stack.stop().await;
+                return Err(e);
+            }
+        };
         let n = members["message"]["N"].as_u64().unwrap_or(0);
         if n != spec.replicas as u64 {
+            stack.stop().await;
             return Err(ExperimentError::Stack(format!(
                 "wanted {} replicas, got {members}",
                 spec.replicas
@@ -131,18 +140,25 @@ impl Stack {
                 body.to_owned(),
             )))
             .map_err(|e| ExperimentError::Failed(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        // One bound over the head and the body: an answer that stalls
+        // half-way is an error, not a hang.
+        let exchange = async {
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| ExperimentError::Failed(format!("{method} {path}: {e}")))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ExperimentError::Failed(format!("{method} {path}: {e}")))?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchange)
             .await
             .map_err(|_| ExperimentError::Failed(format!("{method} {path} timed out")))?
-            .map_err(|e| ExperimentError::Failed(format!("{method} {path}: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ExperimentError::Failed(e.to_string()))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     pub async fn stop(mut self) {
