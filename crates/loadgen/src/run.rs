@@ -228,16 +228,24 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
                 if index >= config.requests {
                     break;
                 }
-                // A paced request's latency counts from when it was due, not
-                // from when a busy worker got round to sending it: otherwise a
-                // stall hides the very delay it causes (coordinated omission).
+                // A paced request that is overdue because its worker was
+                // still busy with the previous reply counts from when it was
+                // due: otherwise a stall hides the very delay it causes
+                // (coordinated omission). One that was on time counts from
+                // when it went out, so the timer's own lateness (up to a
+                // millisecond) is not charged to the system under test.
                 let due = config
                     .rate
                     .filter(|r| *r > 0.0)
                     .map(|rate| started + Duration::from_secs_f64(index as f64 / rate));
-                if let Some(at) = due {
-                    tokio::time::sleep_until(at.into()).await;
-                }
+                let sent = match due {
+                    Some(at) if at > Instant::now() => {
+                        tokio::time::sleep_until(at.into()).await;
+                        Instant::now()
+                    }
+                    Some(at) => at,
+                    None => Instant::now(),
+                };
                 let mut req = http::Request::new(Empty::<Bytes>::new());
                 *req.method_mut() = config.method.clone();
                 *req.uri_mut() = uri.clone();
@@ -249,7 +257,6 @@ pub async fn run(config: RunConfig) -> Result<Report, LoadError> {
                 {
                     req.headers_mut().insert(name, value);
                 }
-                let sent = due.unwrap_or_else(Instant::now);
                 let outcome = tokio::time::timeout(config.timeout, async {
                     let resp = client.request(req).await.map_err(|e| error_kind(&e))?;
                     let status = resp.status();
