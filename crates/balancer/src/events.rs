@@ -23,8 +23,8 @@ pub struct Event {
     pub seq: u64,
     /// Unix time in milliseconds.
     pub at_ms: u64,
-    /// `added`, `removed`, `exited`, `down`, `suspect`, `up`, `replacing`,
-    /// `replaced`, `replace-failed`, `stopped`.
+    /// `added`, `adopted`, `removed`, `exited`, `down`, `suspect`, `up`,
+    /// `replacing`, `replaced`, `replace-failed`.
     pub kind: &'static str,
     pub replica: String,
     pub detail: String,

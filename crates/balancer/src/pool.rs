@@ -17,7 +17,9 @@ use crate::{
 /// One immutable view of the pool.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Members with a running incarnation, sorted by ring id.
+    /// Every member, sorted by ring id, including ones whose incarnation
+    /// died and is being replaced (they are not `usable`, and keep their
+    /// place so hashing maps their keys back once the replacement serves).
     pub replicas: Vec<Arc<Replica>>,
     /// The policy prepared for exactly these members.
     pub policy: Arc<dyn Policy>,
