@@ -17,6 +17,17 @@
 //! gets id k when it is free, so placement follows names. A dead member
 //! keeps both: its replacement starts under the same name and id, so
 //! consistent hashing maps keys exactly as before once it serves.
+//!
+//! A name stays taken while anything of its last incarnation may still
+//! run: while a removed member drains and stops, and while the start of a
+//! removed member's replacement is in flight (its instance, if it comes
+//! up, is stopped before the name is free). So two starts of one name never
+//! race (with Docker each would remove the other's container).
+//!
+//! Every task the supervisor spawns for membership work (starts, drains,
+//! stops, retries) is tracked: shutdown waits for them (bounded by
+//! `ready_timeout + drain_timeout`), and an instance whose start finishes
+//! after shutdown began is stopped, never left running unmanaged.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -25,7 +36,7 @@ use std::{
 };
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     error::AdminError,
@@ -177,12 +188,21 @@ pub struct Supervisor {
     events: Arc<EventLog>,
     watcher: Watcher,
     members: BTreeMap<String, Member>,
+    /// Names not free yet: removed, but an instance of theirs may still run.
     draining: HashSet<String>,
+    /// Removed while being replaced: name -> the replacement's generation,
+    /// whose start (or retry) is still due. Each is also in `draining`.
+    orphans: HashMap<String, u64>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
     /// The next incarnation's generation; shared by all names.
     next_generation: u64,
     tx: mpsc::UnboundedSender<Message>,
+    /// Every task spawned for membership work; shutdown waits for them.
+    tasks: TaskTracker,
+    /// Cancelled when shutdown begins: starts still in flight then stop
+    /// their instance instead of reporting it.
+    stopping: CancellationToken,
 }
 
 impl Supervisor {
@@ -222,10 +242,13 @@ impl Supervisor {
             watcher,
             members: BTreeMap::new(),
             draining: HashSet::new(),
+            orphans: HashMap::new(),
             batches: HashMap::new(),
             next_batch: 1,
             next_generation: 1,
             tx: tx.clone(),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
         };
         this.adopt().await?;
         let control = Control { tx };
@@ -243,6 +266,18 @@ impl Supervisor {
     async fn adopt(&mut self) -> Result<(), OrchestratorError> {
         for adopted in self.orchestrator.adopt().await? {
             let ReplicaSpec { name, id } = adopted.spec;
+            if self.members.contains_key(&name) || self.members.values().any(|m| m.id == id) {
+                // Never overwrite a member (which would leave its instance
+                // running unmanaged): keep the first, stop the duplicate.
+                tracing::warn!(
+                    %name, id, handle = %adopted.instance.handle,
+                    "found a second instance with this name or ring id; stopping it"
+                );
+                self.events
+                    .record("duplicate", &name, adopted.instance.addr.to_string());
+                self.stop_later(adopted.instance.handle, None);
+                continue;
+            }
             let weight = self
                 .settings
                 .weights
@@ -282,7 +317,7 @@ impl Supervisor {
                 },
             }
         }
-        self.shutdown().await;
+        self.shutdown(rx).await;
     }
 
     fn handle(&mut self, msg: Message) {
@@ -315,7 +350,11 @@ impl Supervisor {
                 result,
             } => self.replaced(name, generation, result),
             Message::Retry { name, generation } => {
-                if let Some(m) = self.members.get(&name).filter(|m| {
+                if self.orphans.get(&name) == Some(&generation) {
+                    // Removed while it waited to retry: nothing of it runs.
+                    self.orphans.remove(&name);
+                    self.draining.remove(&name);
+                } else if let Some(m) = self.members.get(&name).filter(|m| {
                     m.generation == generation && matches!(m.phase, Phase::Replacing { .. })
                 }) {
                     let spec = ReplicaSpec {
@@ -492,14 +531,17 @@ impl Supervisor {
         Ok(specs)
     }
 
-    /// Starts an instance and waits for its heartbeat in a task of its own;
-    /// the result comes back as [`Message::Started`]. `old` is stopped first.
+    /// Starts an instance and waits for its heartbeat in a tracked task;
+    /// the result comes back as [`Message::Started`]. `old` is stopped
+    /// first. If shutdown begins meanwhile, the task stops the instance
+    /// itself (nobody would take the result any more).
     fn start_instance(&self, op: Op, spec: ReplicaSpec, generation: u64, old: Option<String>) {
         let orchestrator = self.orchestrator.clone();
         let prober = self.watcher.prober.clone();
         let tx = self.tx.clone();
         let ready_timeout = self.settings.ready_timeout;
-        tokio::spawn(async move {
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
             if let Some(old) = old
                 && let Err(e) = orchestrator.stop(old).await
             {
@@ -515,24 +557,57 @@ impl Supervisor {
                             reason: format!("bad address {}", instance.addr),
                         }
                     })?;
-                    if prober.wait_ready(&authority, ready_timeout).await {
+                    let ready = tokio::select! {
+                        ready = prober.wait_ready(&authority, ready_timeout) => ready,
+                        () = stopping.cancelled() => false,
+                    };
+                    if ready && !stopping.is_cancelled() {
                         Ok(instance)
                     } else {
                         let _ = orchestrator.stop(instance.handle).await;
-                        Err(OrchestratorError::NotReady {
-                            name: spec.name.clone(),
-                            timeout_ms: u64::try_from(ready_timeout.as_millis())
-                                .unwrap_or(u64::MAX),
+                        Err(if stopping.is_cancelled() {
+                            OrchestratorError::Spawn {
+                                name: spec.name.clone(),
+                                reason: "the balancer is shutting down".into(),
+                            }
+                        } else {
+                            OrchestratorError::NotReady {
+                                name: spec.name.clone(),
+                                timeout_ms: u64::try_from(ready_timeout.as_millis())
+                                    .unwrap_or(u64::MAX),
+                            }
                         })
                     }
                 }
                 .await;
-            let _ = tx.send(Message::Started {
+            let sent = tx.send(Message::Started {
                 op,
                 name,
                 generation,
                 result,
             });
+            // The supervisor stopped taking messages (shutdown): stop it here.
+            if let Err(mpsc::error::SendError(Message::Started {
+                result: Ok(instance),
+                ..
+            })) = sent
+            {
+                let _ = orchestrator.stop(instance.handle).await;
+            }
+        });
+    }
+
+    /// Stops an instance in a tracked task; then, if `name` is given,
+    /// reports [`Message::Stopped`] so the name is free again.
+    fn stop_later(&self, handle: String, name: Option<String>) {
+        let (orchestrator, tx) = (self.orchestrator.clone(), self.tx.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = orchestrator.stop(handle).await {
+                tracing::warn!(error = %e, "stopping an instance that is not wanted");
+            }
+            if let Some(name) = name {
+                let _ = tx.send(Message::Stopped { name });
+            }
         });
     }
 
@@ -554,13 +629,10 @@ impl Supervisor {
         generation: u64,
         result: Result<Instance, OrchestratorError>,
     ) {
-        let stray = |orchestrator: Arc<dyn Orchestrator>, instance: Instance| {
-            tokio::spawn(async move { orchestrator.stop(instance.handle).await });
-        };
         if !self.batches.contains_key(&batch) {
             // Not an incarnation anyone waits for: never adopt a stray.
             if let Ok(instance) = result {
-                stray(self.orchestrator.clone(), instance);
+                self.stop_later(instance.handle, None);
             }
             return;
         }
@@ -580,7 +652,7 @@ impl Supervisor {
                 None
             }
             Ok(instance) => {
-                stray(self.orchestrator.clone(), instance);
+                self.stop_later(instance.handle, None);
                 Some(format!("replica '{name}' is no longer wanted"))
             }
             Err(e) => Some(e.to_string()),
@@ -613,8 +685,7 @@ impl Supervisor {
             // All or nothing: stop what did start, forget the batch.
             for name in &b.names {
                 if let Some(handle) = self.members.remove(name).and_then(|m| m.handle) {
-                    let orchestrator = self.orchestrator.clone();
-                    tokio::spawn(async move { orchestrator.stop(handle).await });
+                    self.stop_later(handle, None);
                 }
             }
             let message = format!("no replica was added: {}", b.errors.join("; "));
@@ -667,6 +738,18 @@ impl Supervisor {
         generation: u64,
         result: Result<Instance, OrchestratorError>,
     ) {
+        if self.orphans.get(&name) == Some(&generation) {
+            // Its member was removed while this start was in flight: the
+            // name is free once nothing of it runs.
+            self.orphans.remove(&name);
+            match result {
+                Ok(instance) => self.stop_later(instance.handle, Some(name)),
+                Err(_) => {
+                    self.draining.remove(&name);
+                }
+            }
+            return;
+        }
         let wanted = self.members.get(&name).is_some_and(|m| {
             m.generation == generation && matches!(m.phase, Phase::Replacing { .. })
         });
@@ -697,16 +780,20 @@ impl Supervisor {
             }
             Ok(instance) => {
                 // Removed or replaced again meanwhile: never adopt a stray.
-                let orchestrator = self.orchestrator.clone();
-                tokio::spawn(async move { orchestrator.stop(instance.handle).await });
+                self.stop_later(instance.handle, None);
             }
             Err(e) if wanted => {
                 self.events.record("replace-failed", &name, e.to_string());
                 let tx = self.tx.clone();
                 let backoff = self.settings.retry_backoff;
-                tokio::spawn(async move {
-                    tokio::time::sleep(backoff).await;
-                    let _ = tx.send(Message::Retry { name, generation });
+                let stopping = self.stopping.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {
+                            let _ = tx.send(Message::Retry { name, generation });
+                        }
+                        () = stopping.cancelled() => {}
+                    }
                 });
             }
             Err(_) => {}
@@ -761,6 +848,13 @@ impl Supervisor {
             if let Some(r) = &replica {
                 r.set_health(Health::Draining);
             }
+            if matches!(m.phase, Phase::Replacing { .. }) {
+                // Its dead incarnation was stopped already, but its
+                // replacement's start (or retry) is still due: the name
+                // stays taken until that resolves (see `replaced`).
+                self.orphans.insert(name.clone(), m.generation);
+                continue;
+            }
             let (orchestrator, tx, grace, name) = (
                 self.orchestrator.clone(),
                 self.tx.clone(),
@@ -768,7 +862,7 @@ impl Supervisor {
                 name.clone(),
             );
             let handle = m.handle.take();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Some(r) = replica {
                     drain(&r, grace).await;
                 }
@@ -784,7 +878,25 @@ impl Supervisor {
         Ok(self.names())
     }
 
-    async fn shutdown(mut self) {
+    /// Drains and stops every member, and waits (bounded by
+    /// `ready_timeout + drain_timeout`) for the tasks still in flight:
+    /// removals draining and stopping, and starts, whose instances are
+    /// stopped once they come up.
+    async fn shutdown(mut self, mut rx: mpsc::UnboundedReceiver<Message>) {
+        self.stopping.cancel();
+        // From here on a finished start cannot report and stops its own
+        // instance; one that reported already is still in the buffer.
+        rx.close();
+        while let Some(msg) = rx.recv().await {
+            // Requests waiting for an answer get "shutting down".
+            if let Message::Started {
+                result: Ok(instance),
+                ..
+            } = msg
+            {
+                self.stop_later(instance.handle, None);
+            }
+        }
         let grace = self.settings.drain_timeout;
         let mut stops = Vec::new();
         for (_, mut m) in std::mem::take(&mut self.members) {
@@ -793,6 +905,9 @@ impl Supervisor {
             }
             let replica = m.replica.take();
             let handle = m.handle.take();
+            // An uncommitted `/add` is answered as failed: nothing of it
+            // may outlive the balancer, whatever the orchestrator's habit.
+            let adding = matches!(m.phase, Phase::Adding(_));
             let orchestrator = self.orchestrator.clone();
             stops.push(async move {
                 if let Some(r) = replica {
@@ -800,11 +915,26 @@ impl Supervisor {
                     drain(&r, grace).await;
                 }
                 if let Some(h) = handle {
-                    let _ = orchestrator.stop_on_shutdown(h).await;
+                    let _ = if adding {
+                        orchestrator.stop(h).await
+                    } else {
+                        orchestrator.stop_on_shutdown(h).await
+                    };
                 }
             });
         }
-        futures_util::future::join_all(stops).await;
+        self.tasks.close();
+        let bound = self.settings.ready_timeout + self.settings.drain_timeout;
+        let tasks = self.tasks.clone();
+        let in_flight = async move {
+            if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    tasks = tasks.len(),
+                    "shutting down without waiting longer for starts and stops in flight"
+                );
+            }
+        };
+        tokio::join!(futures_util::future::join_all(stops), in_flight);
         self.orchestrator.shutdown().await;
     }
 }
@@ -852,355 +982,4 @@ async fn drain(replica: &Replica, grace: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::sync::oneshot::error::TryRecvError;
-
-    use super::*;
-    use crate::{
-        health::HealthConfig,
-        policy::{PolicyOptions, from_name},
-    };
-
-    /// Starts in-process replicas on loopback ports and counts the starts.
-    #[derive(Default)]
-    struct Fake {
-        spawns: AtomicUsize,
-    }
-
-    impl Orchestrator for Fake {
-        fn kind(&self) -> &'static str {
-            "fake"
-        }
-
-        fn spawn(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>> {
-            let n = self.spawns.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                let fail = |e: std::io::Error| OrchestratorError::Spawn {
-                    name: spec.name.clone(),
-                    reason: e.to_string(),
-                };
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(fail)?;
-                let addr = listener.local_addr().map_err(fail)?;
-                let config = backend::Config {
-                    id: spec.name.clone(),
-                    delay_ms: 0,
-                };
-                tokio::spawn(backend::serve(listener, config, std::future::pending()));
-                Ok(Instance {
-                    handle: format!("{}#{n}", spec.name),
-                    addr,
-                    pid: None,
-                    exited: None,
-                })
-            })
-        }
-
-        fn stop(&self, _handle: String) -> BoxFuture<'_, Result<(), OrchestratorError>> {
-            Box::pin(async { Ok(()) })
-        }
-    }
-
-    fn settings() -> Settings {
-        Settings {
-            max_replicas: 16,
-            ready_timeout: Duration::from_secs(2),
-            drain_timeout: Duration::from_secs(1),
-            retry_backoff: Duration::from_millis(10),
-            weights: HashMap::new(),
-        }
-    }
-
-    fn health() -> HealthConfig {
-        HealthConfig {
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(1),
-            fall: 3,
-            rise: 1,
-        }
-    }
-
-    fn pool() -> Arc<Pool> {
-        let policy = from_name("round-robin", &PolicyOptions::default()).expect("policy");
-        Arc::new(Pool::new(policy).expect("pool"))
-    }
-
-    fn strings(names: &[&str]) -> Vec<String> {
-        names.iter().map(|&n| n.to_owned()).collect()
-    }
-
-    /// A supervisor driven by hand, one message at a time, so a test can
-    /// hold a message back and deliver it late.
-    struct Harness {
-        sup: Supervisor,
-        rx: mpsc::UnboundedReceiver<Message>,
-        _signals: mpsc::UnboundedReceiver<Signal>,
-        fake: Arc<Fake>,
-    }
-
-    impl Harness {
-        fn new() -> Self {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let (signals, signal_rx) = mpsc::unbounded_channel();
-            let events = Arc::new(EventLog::default());
-            let fake = Arc::new(Fake::default());
-            let sup = Supervisor {
-                settings: settings(),
-                orchestrator: fake.clone(),
-                pool: pool(),
-                events: events.clone(),
-                watcher: Watcher {
-                    config: health(),
-                    prober: Default::default(),
-                    signals,
-                    events,
-                },
-                members: BTreeMap::new(),
-                draining: HashSet::new(),
-                batches: HashMap::new(),
-                next_batch: 1,
-                next_generation: 1,
-                tx,
-            };
-            Self {
-                sup,
-                rx,
-                _signals: signal_rx,
-                fake,
-            }
-        }
-
-        /// Handles messages until one matches `stop`, returned unhandled.
-        async fn until(&mut self, stop: impl Fn(&Message) -> bool) -> Message {
-            loop {
-                let msg = tokio::time::timeout(Duration::from_secs(3), self.rx.recv())
-                    .await
-                    .expect("a message within 3 s")
-                    .expect("channel open");
-                if stop(&msg) {
-                    return msg;
-                }
-                self.sup.handle(msg);
-            }
-        }
-
-        /// An `/add`, handling messages until it is answered.
-        async fn add(&mut self, n: usize, hostnames: &[&str]) -> Result<Vec<String>, AdminError> {
-            let (reply, mut answer) = oneshot::channel();
-            self.sup.handle(Message::Add {
-                n,
-                hostnames: strings(hostnames),
-                reply,
-            });
-            loop {
-                match answer.try_recv() {
-                    Ok(result) => return result,
-                    Err(TryRecvError::Empty) => {}
-                    Err(TryRecvError::Closed) => panic!("/add was never answered"),
-                }
-                let msg = self.until(|_| true).await;
-                self.sup.handle(msg);
-            }
-        }
-
-        /// Handles messages until `name` has finished draining.
-        async fn drained(&mut self, name: &str) {
-            while self.sup.draining.contains(name) {
-                let msg = self.until(|_| true).await;
-                self.sup.handle(msg);
-            }
-        }
-
-        /// Ring ids of the published pool, by name.
-        fn ids(&self) -> BTreeMap<String, ReplicaId> {
-            self.sup
-                .pool
-                .load()
-                .replicas
-                .iter()
-                .map(|r| (r.name.clone(), r.id))
-                .collect()
-        }
-
-        fn die(&mut self, name: &str) {
-            let generation = self.sup.members[name].generation;
-            self.sup.handle(Message::Health(Signal::Exited {
-                name: name.into(),
-                generation,
-            }));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_late_replacement_of_an_earlier_incarnation_is_never_adopted() {
-        let mut h = Harness::new();
-        h.add(1, &["a"]).await.expect("add a");
-        // The first "a" dies; its replacement starts but reports late...
-        h.die("a");
-        let stale = h
-            .until(|m| {
-                matches!(
-                    m,
-                    Message::Started {
-                        op: Op::Replace,
-                        ..
-                    }
-                )
-            })
-            .await;
-        let Message::Started {
-            generation: stale_generation,
-            result: Ok(ref instance),
-            ..
-        } = stale
-        else {
-            panic!("the first replacement failed to start");
-        };
-        let stale_addr = instance.addr;
-        // ...after "a" was removed, added again, and died again.
-        h.sup.remove(1, strings(&["a"])).expect("rm a");
-        h.drained("a").await;
-        h.add(1, &["a"]).await.expect("add a again");
-        h.die("a");
-        let current = h.sup.members["a"].generation;
-        assert_ne!(current, stale_generation, "generation reused for a new 'a'");
-
-        // Let the real replacement's start begin, then count the starts.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let spawns = h.fake.spawns.load(Ordering::SeqCst);
-        h.sup.handle(Message::Retry {
-            name: "a".into(),
-            generation: stale_generation,
-        });
-        h.sup.handle(stale);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            matches!(h.sup.members["a"].phase, Phase::Replacing { .. }),
-            "the stale instance was adopted"
-        );
-        assert!(
-            h.sup
-                .pool
-                .load()
-                .replicas
-                .iter()
-                .all(|r| r.addr != stale_addr),
-            "the stale instance is in the pool"
-        );
-        assert_eq!(
-            h.fake.spawns.load(Ordering::SeqCst),
-            spawns,
-            "a stale retry started an instance"
-        );
-
-        // The real replacement still lands.
-        let real = h
-            .until(|m| {
-                matches!(
-                    m,
-                    Message::Started {
-                        op: Op::Replace,
-                        ..
-                    }
-                )
-            })
-            .await;
-        h.sup.handle(real);
-        assert_eq!(h.sup.members["a"].phase, Phase::Running);
-        assert_eq!(h.sup.members["a"].generation, current);
-    }
-
-    #[tokio::test]
-    async fn generated_names_keep_their_ring_ids() {
-        let mut h = Harness::new();
-        h.add(3, &[]).await.expect("add 3");
-        h.sup
-            .remove(1, strings(&["server-2"]))
-            .expect("rm server-2");
-        // server-2 is still draining: s4 must leave id 2 to it.
-        h.add(1, &["s4"]).await.expect("add s4");
-        h.drained("server-2").await;
-        let names = h.add(1, &[]).await.expect("add 1");
-        assert!(names.contains(&"server-2".to_owned()), "{names:?}");
-        let ids = h.ids();
-        assert_eq!(ids["server-2"], 2, "{ids:?}");
-        assert_eq!(ids["s4"], 4, "{ids:?}");
-
-        // An explicit `server-<k>` gets id k when it is free, and other
-        // names leave id k (and the ids of reserved names) alone.
-        h.add(2, &["s9", "server-7"]).await.expect("add 2");
-        h.add(1, &[]).await.expect("add 1");
-        let ids = h.ids();
-        assert_eq!(ids["server-7"], 7, "{ids:?}");
-        assert_eq!(ids["s9"], 5, "{ids:?}");
-        assert_eq!(ids["server-6"], 6, "{ids:?}");
-        for (name, id) in &ids {
-            if let Some(k) = name.strip_prefix("server-") {
-                assert_eq!(k, id.to_string(), "{ids:?}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn control_refuses_bad_changes_without_hanging_or_panicking() {
-        let shutdown = CancellationToken::new();
-        let (control, task) = Supervisor::start(
-            settings(),
-            Arc::new(Fake::default()),
-            pool(),
-            Arc::new(EventLog::default()),
-            health(),
-            0,
-            shutdown.clone(),
-        )
-        .await
-        .expect("start");
-        let answer = |what: &'static str| {
-            move |r: Result<Result<Vec<String>, AdminError>, _>| {
-                r.unwrap_or_else(|_| panic!("{what} was not answered within 2 s"))
-            }
-        };
-        let within = Duration::from_secs(2);
-
-        let r = answer("add(0)")(tokio::time::timeout(within, control.add(0, vec![])).await);
-        assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-        let r = answer("remove(0)")(tokio::time::timeout(within, control.remove(0, vec![])).await);
-        assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-
-        control
-            .add(2, strings(&["a", "b"]))
-            .await
-            .expect("add a, b");
-        let r = answer("remove(1, [a, b])")(
-            tokio::time::timeout(within, control.remove(1, strings(&["a", "b"]))).await,
-        );
-        assert!(
-            matches!(r, Err(AdminError::TooManyHostnamesToRemove)),
-            "{r:?}"
-        );
-        let r = answer("add(1, [c, d])")(
-            tokio::time::timeout(within, control.add(1, strings(&["c", "d"]))).await,
-        );
-        assert!(matches!(r, Err(AdminError::TooManyHostnamesToAdd)), "{r:?}");
-        let r = answer("add(2, [c, c])")(
-            tokio::time::timeout(within, control.add(2, strings(&["c", "c"]))).await,
-        );
-        assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-        for e in [
-            AdminError::TooManyHostnamesToAdd,
-            AdminError::TooManyHostnamesToRemove,
-            AdminError::BadRequest(String::new()),
-        ] {
-            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
-        }
-
-        // Still alive, nothing changed.
-        assert!(!task.is_finished());
-        assert_eq!(control.members().await, strings(&["a", "b"]));
-        shutdown.cancel();
-        task.await.expect("supervisor exits cleanly");
-    }
-}
+mod tests;
