@@ -169,7 +169,7 @@ impl Watcher {
 }
 
 /// What a run of heartbeats decides.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Up,
     Down,
@@ -219,51 +219,53 @@ mod tests {
         rise: 3,
     };
 
+    use Health::{Down, Draining, Suspect, Up};
+
+    /// Feeds (answered, health seen) steps and checks each verdict.
+    fn steps(counts: &mut Counts, steps: &[(bool, Health, Option<Verdict>)]) {
+        for (i, (answered, health, want)) in steps.iter().enumerate() {
+            let got = counts.observe(*answered, *health, CONFIG);
+            assert_eq!(&got, want, "step {i}: answered {answered}, {health:?}");
+        }
+    }
+
     #[test]
     fn a_suspect_replica_needs_rise_fresh_answers_however_long_it_was_up() {
         let mut counts = Counts::default();
-        for _ in 0..50 {
-            assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
-        }
+        steps(&mut counts, &[(true, Up, None); 50]);
         // The proxy marks it suspect; answers before that do not count.
-        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
-        assert_eq!(
-            counts.observe(true, Health::Suspect, CONFIG),
-            Some(Verdict::Up)
-        );
+        let back_after_three = [
+            (true, Suspect, None),
+            (true, Suspect, None),
+            (true, Suspect, Some(Verdict::Up)),
+        ];
+        steps(&mut counts, &back_after_three);
         // Suspect again later: again three answers.
-        assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Suspect, CONFIG), None);
-        assert_eq!(
-            counts.observe(true, Health::Suspect, CONFIG),
-            Some(Verdict::Up)
-        );
+        steps(&mut counts, &[(true, Up, None)]);
+        steps(&mut counts, &back_after_three);
     }
 
     #[test]
     fn fall_misses_in_a_row_mark_down_once_and_a_miss_resets_rise() {
-        let mut counts = Counts::default();
-        assert_eq!(counts.observe(false, Health::Up, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Up, CONFIG), None);
-        assert_eq!(counts.observe(false, Health::Up, CONFIG), None);
-        assert_eq!(
-            counts.observe(false, Health::Suspect, CONFIG),
-            Some(Verdict::Down)
-        );
-        assert_eq!(counts.observe(false, Health::Down, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
-        assert_eq!(counts.observe(false, Health::Down, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
-        assert_eq!(counts.observe(true, Health::Down, CONFIG), None);
-        assert_eq!(
-            counts.observe(true, Health::Down, CONFIG),
-            Some(Verdict::Up)
+        steps(
+            &mut Counts::default(),
+            &[
+                (false, Up, None),
+                (true, Up, None),
+                (false, Up, None),
+                (false, Suspect, Some(Verdict::Down)),
+                (false, Down, None),
+                (true, Down, None),
+                (false, Down, None),
+                (true, Down, None),
+                (true, Down, None),
+                (true, Down, Some(Verdict::Up)),
+            ],
         );
         // A draining replica is never reported down (it is leaving anyway).
-        let mut counts = Counts::default();
-        assert_eq!(counts.observe(false, Health::Draining, CONFIG), None);
-        assert_eq!(counts.observe(false, Health::Draining, CONFIG), None);
+        steps(
+            &mut Counts::default(),
+            &[(false, Draining, None), (false, Draining, None)],
+        );
     }
 }

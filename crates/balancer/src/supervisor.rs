@@ -232,24 +232,9 @@ impl Supervisor {
             config: watcher_config,
             prober: Default::default(),
             signals,
-            events: events.clone(),
-        };
-        let mut this = Self {
-            settings,
-            orchestrator,
-            pool,
             events,
-            watcher,
-            members: BTreeMap::new(),
-            draining: HashSet::new(),
-            orphans: HashMap::new(),
-            batches: HashMap::new(),
-            next_batch: 1,
-            next_generation: 1,
-            tx: tx.clone(),
-            tasks: TaskTracker::new(),
-            stopping: CancellationToken::new(),
         };
+        let mut this = Self::new(settings, orchestrator, pool, watcher, tx.clone());
         this.adopt().await?;
         let control = Control { tx };
         let task = tokio::spawn(this.run(rx, shutdown));
@@ -261,6 +246,32 @@ impl Supervisor {
             }
         }
         Ok((control, task))
+    }
+
+    /// A supervisor with no members yet, sending its own messages to `tx`.
+    fn new(
+        settings: Settings,
+        orchestrator: Arc<dyn Orchestrator>,
+        pool: Arc<Pool>,
+        watcher: Watcher,
+        tx: mpsc::UnboundedSender<Message>,
+    ) -> Self {
+        Self {
+            settings,
+            orchestrator,
+            pool,
+            events: watcher.events.clone(),
+            watcher,
+            members: BTreeMap::new(),
+            draining: HashSet::new(),
+            orphans: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 1,
+            next_generation: 1,
+            tx,
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        }
     }
 
     async fn adopt(&mut self) -> Result<(), OrchestratorError> {

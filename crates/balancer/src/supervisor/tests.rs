@@ -148,33 +148,35 @@ impl Harness {
         let (signals, signal_rx) = mpsc::unbounded_channel();
         let events = Arc::new(EventLog::default());
         let fake = Arc::new(Fake::default());
-        let sup = Supervisor {
-            settings: settings(),
-            orchestrator: fake.clone(),
-            pool: pool(),
-            events: events.clone(),
-            watcher: Watcher {
-                config: health(),
-                prober: Default::default(),
-                signals,
-                events,
-            },
-            members: BTreeMap::new(),
-            draining: HashSet::new(),
-            orphans: HashMap::new(),
-            batches: HashMap::new(),
-            next_batch: 1,
-            next_generation: 1,
-            tx,
-            tasks: TaskTracker::new(),
-            stopping: CancellationToken::new(),
+        let watcher = Watcher {
+            config: health(),
+            prober: Default::default(),
+            signals,
+            events,
         };
+        let sup = Supervisor::new(settings(), fake.clone(), pool(), watcher, tx);
         Self {
             sup,
             rx,
             _signals: signal_rx,
             fake,
         }
+    }
+
+    /// Kills `name`'s instance and handles messages until its replacement
+    /// has started; that `Started` is returned unhandled (held back).
+    async fn die_and_hold_replacement(&mut self, name: &str) -> Message {
+        self.die(name);
+        self.until(|m| {
+            matches!(
+                m,
+                Message::Started {
+                    op: Op::Replace,
+                    ..
+                }
+            )
+        })
+        .await
     }
 
     /// Handles messages until one matches `stop`, returned unhandled.
@@ -250,18 +252,7 @@ async fn a_late_replacement_of_an_earlier_incarnation_is_never_adopted() {
     let mut h = Harness::new();
     h.add(1, &["a"]).await.expect("add a");
     // The first "a" dies; its replacement starts but reports late...
-    h.die("a");
-    let stale = h
-        .until(|m| {
-            matches!(
-                m,
-                Message::Started {
-                    op: Op::Replace,
-                    ..
-                }
-            )
-        })
-        .await;
+    let stale = h.die_and_hold_replacement("a").await;
     let Message::Started {
         generation: stale_generation,
         result: Ok(_),
@@ -497,18 +488,7 @@ async fn a_name_removed_while_its_replacement_starts_stays_taken_until_that_star
     let mut h = Harness::new();
     h.add(1, &["a"]).await.expect("add a");
     // "a" dies; its replacement's start is held back...
-    h.die("a");
-    let stale = h
-        .until(|m| {
-            matches!(
-                m,
-                Message::Started {
-                    op: Op::Replace,
-                    ..
-                }
-            )
-        })
-        .await;
+    let stale = h.die_and_hold_replacement("a").await;
     // ...while "a" is removed and added again.
     h.sup.remove(1, strings(&["a"])).expect("rm a");
     h.settle(Duration::from_millis(100)).await;
