@@ -9,7 +9,10 @@
 
 use std::{collections::HashMap, ffi::OsString, path::PathBuf, time::Duration};
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{
+    Args, CommandFactory, FromArgMatches, Parser, Subcommand,
+    builder::{PossibleValue, PossibleValuesParser},
+};
 
 use crate::policy::KeySource;
 
@@ -34,15 +37,22 @@ pub enum Command {
     Backend(backend::Args),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrchestratorKind {
-    /// Replicas are local child processes (no Docker needed).
-    Process,
-    /// Replicas are Docker containers on --docker-network.
-    Docker,
-    /// Balance over existing servers given by --upstream.
-    Static,
+/// `--policy`'s values, with their descriptions, from the policy registry.
+fn policy_values() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        crate::policy::REGISTRY
+            .iter()
+            .map(|(name, about, _)| PossibleValue::new(*name).help(*about)),
+    )
+}
+
+/// `--orchestrator`'s values, with their descriptions, from the registry.
+fn orchestrator_values() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        crate::orchestrator::REGISTRY
+            .iter()
+            .map(|(name, about, _)| PossibleValue::new(*name).help(*about)),
+    )
 }
 
 /// Everything the balancer can be told.
@@ -62,15 +72,14 @@ pub struct Config {
     #[arg(long, env = "LB_MAX_REPLICAS", default_value_t = 16)]
     pub max_replicas: usize,
     /// Who runs the replicas.
-    #[arg(long, env = "LB_ORCHESTRATOR", value_enum, default_value = "process")]
-    pub orchestrator: OrchestratorKind,
-    /// With --orchestrator static: an upstream as [NAME=]http://HOST:PORT[#weight=W]; repeat it.
-    #[arg(long, env = "LB_UPSTREAM", value_delimiter = ',')]
-    pub upstream: Vec<String>,
+    #[arg(long, env = "LB_ORCHESTRATOR", default_value = crate::orchestrator::DEFAULT_ORCHESTRATOR, value_parser = orchestrator_values())]
+    pub orchestrator: String,
+    /// How long a replica that is stopped gets to exit before it is killed.
+    #[arg(long, env = "LB_STOP_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
 
-    /// Selection policy: maglev, ring, bounded-load, round-robin,
-    /// weighted-round-robin, least-connections, p2c, random.
-    #[arg(long, env = "LB_POLICY", default_value = crate::policy::DEFAULT_POLICY)]
+    /// Selection policy.
+    #[arg(long, env = "LB_POLICY", default_value = crate::policy::DEFAULT_POLICY, value_parser = policy_values())]
     pub policy: String,
     /// Hash functions of the `ring` policy: spec, spec-v1, fmix64, xxh3.
     #[arg(long, env = "LB_HASH_PRESET", default_value = "spec")]
@@ -130,23 +139,6 @@ pub struct Config {
     #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Program run as a replica (default: this executable's `backend` subcommand).
-    #[arg(long, env = "LB_BACKEND_BIN", value_name = "PATH")]
-    pub backend_bin: Option<PathBuf>,
-    /// Artificial delay of every replica's /home, for experiments.
-    #[arg(long, env = "LB_BACKEND_DELAY_MS", default_value_t = 0)]
-    pub backend_delay_ms: u64,
-
-    /// Image of replica containers (docker orchestrator).
-    #[arg(long, env = "LB_DOCKER_IMAGE", default_value = "lb-backend:latest")]
-    pub docker_image: String,
-    /// Network replica containers join (docker orchestrator).
-    #[arg(long, env = "LB_DOCKER_NETWORK", default_value = "net1")]
-    pub docker_network: String,
-    /// Label value that marks containers as this balancer's (docker orchestrator).
-    #[arg(long, env = "LB_DOCKER_PROJECT", default_value = "lb")]
-    pub docker_project: String,
-
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long, env = "LB_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
@@ -154,6 +146,14 @@ pub struct Config {
     /// Log filter (tracing's EnvFilter syntax, e.g. info, balancer=debug).
     #[arg(long, env = "LB_LOG", default_value = "info")]
     pub log: String,
+
+    // Each orchestrator's own flags, in its own file.
+    #[command(flatten)]
+    pub process: crate::orchestrator::process::ProcessArgs,
+    #[command(flatten)]
+    pub docker: crate::orchestrator::docker::DockerArgs,
+    #[command(flatten)]
+    pub upstreams: crate::orchestrator::r#static::StaticArgs,
 }
 
 impl Default for Config {
@@ -190,6 +190,86 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Options of the policies (ring shape, load slack).
+    pub fn policy_options(&self) -> crate::policy::PolicyOptions {
+        crate::policy::PolicyOptions {
+            ring: ring::RingConfig {
+                slots: self.slots,
+                vnodes: self.vnodes.unwrap_or_else(|| self.slots.max(2).ilog2()),
+                preset: self.hash_preset,
+            },
+            bounded_eps: self.bounded_eps,
+        }
+    }
+
+    /// Settings of membership changes.
+    pub fn supervisor_settings(
+        &self,
+        weights: HashMap<String, u32>,
+    ) -> crate::supervisor::Settings {
+        crate::supervisor::Settings {
+            max_replicas: self.max_replicas,
+            ready_timeout: self.ready_timeout,
+            drain_timeout: self.drain_timeout,
+            retry_backoff: crate::supervisor::REPLACE_RETRY_BACKOFF,
+            weights,
+            health: self.health_config(),
+        }
+    }
+
+    /// Settings of active health checks.
+    pub fn health_config(&self) -> crate::health::HealthConfig {
+        crate::health::HealthConfig {
+            interval: self.health_interval,
+            timeout: self.health_timeout,
+            fall: self.fall,
+            rise: self.rise,
+        }
+    }
+
+    /// Settings of the data path; `manages_replicas` when the replicas are
+    /// ours (their 404 then becomes the spec's 400).
+    pub fn proxy_config(&self, manages_replicas: bool) -> crate::proxy::ProxyConfig {
+        crate::proxy::ProxyConfig {
+            key: self.key.clone(),
+            retries: self.retries,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            spec_not_found: manages_replicas,
+            max_idle_per_replica: self.max_idle,
+        }
+    }
+
+    /// The facts `/lb/status` shows.
+    pub fn status_settings(
+        &self,
+        listen: std::net::SocketAddr,
+        orchestrator: &str,
+        options: &crate::policy::PolicyOptions,
+    ) -> crate::admin::status::Settings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        crate::admin::status::Settings {
+            listen: listen.to_string(),
+            orchestrator: orchestrator.to_owned(),
+            key: self.key.to_string(),
+            hash_preset: self.hash_preset.to_string(),
+            slots: options.ring.slots,
+            vnodes: options.ring.vnodes,
+            max_replicas: self.max_replicas,
+            policies: crate::policy::names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            health: crate::admin::status::HealthSettings {
+                interval_ms: ms(self.health_interval),
+                timeout_ms: ms(self.health_timeout),
+                fall: self.fall,
+                rise: self.rise,
+            },
+            retries: self.retries,
+        }
+    }
+
     /// Weights from `--weight NAME=W`.
     pub fn weights(&self) -> Result<HashMap<String, u32>, String> {
         self.weight
@@ -358,5 +438,31 @@ mod tests {
         assert!(parse(["balancer", "--hash-preset", "md5"]).is_err());
         assert!(parse(["balancer", "--fall", "0"]).is_err());
         assert!(parse(["balancer", "--orchestrator", "k8s"]).is_err());
+        assert!(parse(["balancer", "--policy", "fastest"]).is_err());
+        assert!(
+            parse(["balancer", "--backend-arg", "x"]).is_err(),
+            "needs --backend-bin"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_registered_policy_and_orchestrator() {
+        let help = Cli::command().render_long_help().to_string();
+        for (name, about) in crate::policy::REGISTRY
+            .iter()
+            .map(|(n, a, _)| (*n, *a))
+            .chain(
+                crate::orchestrator::REGISTRY
+                    .iter()
+                    .map(|(n, a, _)| (*n, *a)),
+            )
+        {
+            let listed = help.lines().any(|line| {
+                line.trim()
+                    .strip_prefix(&format!("- {name}:"))
+                    .is_some_and(|rest| rest.trim() == about)
+            });
+            assert!(listed, "{name} missing from --help");
+        }
     }
 }

@@ -12,22 +12,102 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many events are kept; older ones are dropped.
 const CAPACITY: usize = 1024;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// What happened to a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// Joined the pool through `/add` (or at start).
+    Added,
+    /// Found running at start and taken over.
+    Adopted,
+    /// A second instance of a name or ring id found at start; stopped.
+    Duplicate,
+    /// Left the pool through `/rm`.
+    Removed,
+    /// Its process or container ended.
+    Exited,
+    /// Missed `fall` heartbeats in a row.
+    Down,
+    /// A proxied request to it failed: out of rotation until it answers
+    /// `rise` heartbeats.
+    Suspect,
+    /// Back in rotation after `rise` answered heartbeats.
+    Up,
+    /// A new incarnation is starting in its place.
+    Replacing,
+    /// The new incarnation serves.
+    Replaced,
+    /// The new incarnation did not start; tried again after a back-off.
+    ReplaceFailed,
+}
+
+impl EventKind {
+    /// Every kind, in the order above.
+    pub const ALL: [Self; 11] = [
+        Self::Added,
+        Self::Adopted,
+        Self::Duplicate,
+        Self::Removed,
+        Self::Exited,
+        Self::Down,
+        Self::Suspect,
+        Self::Up,
+        Self::Replacing,
+        Self::Replaced,
+        Self::ReplaceFailed,
+    ];
+
+    /// The name in `/lb/events` (`replace-failed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Adopted => "adopted",
+            Self::Duplicate => "duplicate",
+            Self::Removed => "removed",
+            Self::Exited => "exited",
+            Self::Down => "down",
+            Self::Suspect => "suspect",
+            Self::Up => "up",
+            Self::Replacing => "replacing",
+            Self::Replaced => "replaced",
+            Self::ReplaceFailed => "replace-failed",
+        }
+    }
+
+    /// Whether the replica left rotation because it failed (the moment a
+    /// failure is detected).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Suspect | Self::Exited | Self::Down)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of `/lb/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
     /// Monotonic sequence number, so a poller can ask for what is new.
     pub seq: u64,
     /// Unix time in milliseconds.
     pub at_ms: u64,
-    /// `added`, `adopted`, `removed`, `exited`, `down`, `suspect`, `up`,
-    /// `replacing`, `replaced`, `replace-failed`.
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub replica: String,
     pub detail: String,
+}
+
+/// The body of `/lb/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Events {
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Default)]
@@ -42,9 +122,9 @@ pub fn unix_ms() -> u64 {
 }
 
 impl EventLog {
-    pub fn record(&self, kind: &'static str, replica: &str, detail: impl Into<String>) {
+    pub fn record(&self, kind: EventKind, replica: &str, detail: impl Into<String>) {
         let detail = detail.into();
-        tracing::info!(kind, replica, %detail, "replica event");
+        tracing::info!(kind = kind.as_str(), replica, %detail, "replica event");
         let mut guard = self
             .inner
             .lock()
@@ -81,11 +161,23 @@ mod tests {
     fn keeps_order_and_a_bounded_history() {
         let log = EventLog::default();
         for i in 0..(CAPACITY + 10) {
-            log.record("up", "s1", i.to_string());
+            log.record(EventKind::Up, "s1", i.to_string());
         }
         let all = log.since(0);
         assert_eq!(all.len(), CAPACITY);
         assert_eq!(all[0].seq, 11);
         assert_eq!(log.since(all[CAPACITY - 2].seq).len(), 1);
+    }
+
+    #[test]
+    fn kinds_serialize_as_their_names_and_back() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).expect("serializes");
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(
+                serde_json::from_str::<EventKind>(&json).expect("parses"),
+                kind
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http_body_util::Empty;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -19,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    events::EventLog,
+    events::{EventKind, EventLog},
     orchestrator::BoxFuture,
-    replica::{Health, Replica},
+    replica::{Generation, Health, Replica},
 };
 
 /// Active check settings.
@@ -37,19 +38,50 @@ pub struct HealthConfig {
 #[derive(Debug)]
 pub enum Signal {
     /// The instance's process or container ended.
-    Exited { name: String, generation: u64 },
+    Exited {
+        name: String,
+        generation: Generation,
+    },
     /// `fall` heartbeats in a row failed.
-    Down { name: String, generation: u64 },
+    Down {
+        name: String,
+        generation: Generation,
+    },
 }
 
-/// A small client for heartbeats, separate from the proxy's pool so checks
-/// never queue behind client traffic.
+/// Asks a replica whether it is alive. The HTTP heartbeat is the one the
+/// contract names; tests use a probe that answers without a network.
+pub trait Probe: Send + Sync + std::fmt::Debug + 'static {
+    /// One check: `true` if the replica answered in time that it is alive.
+    fn check<'a>(&'a self, authority: &'a Authority, timeout: Duration) -> BoxFuture<'a, bool>;
+}
+
+/// How long one check made while waiting for a new replica may take.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Polls `probe` until the replica answers or `deadline` passes, backing off
+/// from 5 ms to 100 ms between checks.
+pub async fn wait_ready(probe: &dyn Probe, authority: &Authority, deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    while tokio::time::Instant::now() < until {
+        if probe.check(authority, READY_CHECK_TIMEOUT).await {
+            return true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    false
+}
+
+/// `GET /heartbeat`, alive on a 200. A small client of its own, separate
+/// from the proxy's pool, so checks never queue behind client traffic.
 #[derive(Clone, Debug)]
-pub struct Prober {
+pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-impl Default for Prober {
+impl Default for HttpProbe {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -62,31 +94,18 @@ impl Default for Prober {
     }
 }
 
-impl Prober {
-    /// One heartbeat: `Ok` on a 200 within `timeout`.
-    pub async fn check(&self, authority: &http::uri::Authority, timeout: Duration) -> bool {
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(authority.clone())
-            .path_and_query("/heartbeat")
-            .build();
-        let Ok(uri) = uri else { return false };
-        let fut = self.client.get(uri);
-        matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(resp)) if resp.status() == http::StatusCode::OK)
-    }
-
-    /// Polls until the replica answers its heartbeat or `deadline` passes.
-    pub async fn wait_ready(&self, authority: &http::uri::Authority, deadline: Duration) -> bool {
-        let until = tokio::time::Instant::now() + deadline;
-        let mut pause = Duration::from_millis(5);
-        while tokio::time::Instant::now() < until {
-            if self.check(authority, Duration::from_millis(500)).await {
-                return true;
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-        false
+impl Probe for HttpProbe {
+    fn check<'a>(&'a self, authority: &'a Authority, timeout: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let uri = http::Uri::builder()
+                .scheme("http")
+                .authority(authority.clone())
+                .path_and_query("/heartbeat")
+                .build();
+            let Ok(uri) = uri else { return false };
+            let fut = self.client.get(uri);
+            matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(resp)) if resp.status() == http::StatusCode::OK)
+        })
     }
 }
 
@@ -94,7 +113,7 @@ impl Prober {
 #[derive(Clone)]
 pub struct Watcher {
     pub config: HealthConfig,
-    pub prober: Prober,
+    pub probe: Arc<dyn Probe>,
     pub signals: mpsc::UnboundedSender<Signal>,
     pub events: Arc<EventLog>,
 }
@@ -120,7 +139,7 @@ impl Watcher {
                 () = cancel.cancelled() => {}
                 () = exited => {
                     replica.set_health(Health::Down);
-                    this.events.record("exited", &replica.name, format!("generation {}", replica.generation));
+                    this.events.record(EventKind::Exited, &replica.name, format!("generation {}", replica.generation));
                     let _ = this.signals.send(Signal::Exited { name: replica.name.clone(), generation: replica.generation });
                 }
                 () = this.probe_loop(&replica) => {}
@@ -135,7 +154,7 @@ impl Watcher {
         loop {
             ticker.tick().await;
             let answered = self
-                .prober
+                .probe
                 .check(&replica.authority, self.config.timeout)
                 .await;
             if !answered {
@@ -145,7 +164,7 @@ impl Watcher {
             match counts.observe(answered, health, self.config) {
                 Some(Verdict::Up) if replica.transition(health, Health::Up) => {
                     self.events.record(
-                        "up",
+                        EventKind::Up,
                         &replica.name,
                         format!("{} heartbeats answered", self.config.rise),
                     );
@@ -153,7 +172,7 @@ impl Watcher {
                 Some(Verdict::Down) => {
                     replica.set_health(Health::Down);
                     self.events.record(
-                        "down",
+                        EventKind::Down,
                         &replica.name,
                         format!("{} heartbeats missed", self.config.fall),
                     );

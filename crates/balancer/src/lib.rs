@@ -19,6 +19,7 @@
 //! ```
 
 pub mod admin;
+pub mod change;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -34,14 +35,11 @@ pub mod supervisor;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Cli, Config, OrchestratorKind};
+pub use config::{Cli, Config};
 pub use error::StartError;
-use orchestrator::{
-    Orchestrator, ProcessOrchestrator, StaticOrchestrator, process::BackendCommand,
-};
+use orchestrator::Orchestrator;
 use policy::Policy;
 
 /// A balancer to configure and start.
@@ -74,58 +72,6 @@ impl Balancer {
         self
     }
 
-    fn orchestrator(&self) -> Result<Arc<dyn Orchestrator>, StartError> {
-        let c = &self.config;
-        Ok(match c.orchestrator {
-            OrchestratorKind::Process => {
-                let command = match &c.backend_bin {
-                    Some(program) => BackendCommand {
-                        program: program.clone(),
-                        args: Vec::new(),
-                    },
-                    None => BackendCommand::current_exe().map_err(|e| {
-                        StartError::Config(format!("cannot find this executable: {e}"))
-                    })?,
-                };
-                let extra = if c.backend_delay_ms > 0 {
-                    vec!["--delay-ms".into(), c.backend_delay_ms.to_string()]
-                } else {
-                    Vec::new()
-                };
-                Arc::new(ProcessOrchestrator::new(
-                    command,
-                    extra,
-                    c.drain_timeout.min(std::time::Duration::from_secs(5)),
-                ))
-            }
-            OrchestratorKind::Static => {
-                if c.upstream.is_empty() {
-                    return Err(StartError::Config(
-                        "--orchestrator static needs at least one --upstream URL".into(),
-                    ));
-                }
-                let upstreams = c
-                    .upstream
-                    .iter()
-                    .enumerate()
-                    .map(|(i, u)| orchestrator::fixed::Upstream::parse(u, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(StartError::Config)?;
-                Arc::new(StaticOrchestrator::new(upstreams))
-            }
-            OrchestratorKind::Docker => Arc::new(orchestrator::DockerOrchestrator::connect(
-                orchestrator::docker::DockerSettings {
-                    image: c.docker_image.clone(),
-                    network: c.docker_network.clone(),
-                    project: c.docker_project.clone(),
-                    stop_timeout: 5,
-                    socket: None,
-                    remove_on_shutdown: false,
-                },
-            )),
-        })
-    }
-
     /// Binds, starts the initial replicas, and serves in the background.
     pub async fn start(self) -> Result<Running, StartError> {
         let c = &self.config;
@@ -135,22 +81,15 @@ impl Balancer {
                 c.replicas, c.max_replicas
             )));
         }
-        let options = policy::PolicyOptions {
-            ring: ring::RingConfig {
-                slots: c.slots,
-                vnodes: c.vnodes.unwrap_or_else(|| c.slots.max(2).ilog2()),
-                preset: c.hash_preset,
-            },
-            bounded_eps: c.bounded_eps,
-        };
-        let policy = match &self.policy {
-            Some(p) => p.clone(),
+        let options = c.policy_options();
+        let policy = match self.policy {
+            Some(p) => p,
             None => policy::from_name(&c.policy, &options)?,
         };
         let weights = c.weights().map_err(StartError::Config)?;
-        let orchestrator = match &self.orchestrator {
-            Some(o) => o.clone(),
-            None => self.orchestrator()?,
+        let orchestrator = match self.orchestrator {
+            Some(o) => o,
+            None => orchestrator::from_config(c)?,
         };
         let listener = tokio::net::TcpListener::bind(&c.listen)
             .await
@@ -160,55 +99,23 @@ impl Balancer {
             })?;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
 
-        let pool = Arc::new(pool::Pool::new(policy.clone())?);
+        let pool = Arc::new(pool::Pool::new(policy)?);
         let events = Arc::new(events::EventLog::default());
         let metrics = Arc::new(metrics::Metrics::default());
         let shutdown = CancellationToken::new();
         let supervisor_stop = CancellationToken::new();
-        let settings = supervisor::Settings {
-            max_replicas: c.max_replicas,
-            ready_timeout: c.ready_timeout,
-            drain_timeout: c.drain_timeout,
-            retry_backoff: std::time::Duration::from_millis(500),
-            weights,
-        };
-        let health = health::HealthConfig {
-            interval: c.health_interval,
-            timeout: c.health_timeout,
-            fall: c.fall,
-            rise: c.rise,
-        };
         let (control, supervisor) = supervisor::Supervisor::start(
-            settings,
+            c.supervisor_settings(weights),
             orchestrator.clone(),
             pool.clone(),
             events.clone(),
-            health,
+            Arc::new(health::HttpProbe::default()),
             c.replicas,
             supervisor_stop.clone(),
         )
         .await?;
 
-        let proxy_config = proxy::ProxyConfig {
-            key: c.key.clone(),
-            retries: c.retries,
-            connect_timeout: c.connect_timeout,
-            response_timeout: c.response_timeout,
-            spec_not_found: orchestrator.manages_replicas(),
-            max_idle_per_replica: c.max_idle,
-        };
-        let describe = json!({
-            "listen": addr.to_string(),
-            "orchestrator": orchestrator.kind(),
-            "key": c.key.to_string(),
-            "hash_preset": c.hash_preset.to_string(),
-            "slots": options.ring.slots,
-            "vnodes": options.ring.vnodes,
-            "max_replicas": c.max_replicas,
-            "policies": policy::names(),
-            "health": {"interval_ms": c.health_interval.as_millis() as u64, "timeout_ms": c.health_timeout.as_millis() as u64, "fall": c.fall, "rise": c.rise},
-            "retries": c.retries,
-        });
+        let proxy_config = c.proxy_config(orchestrator.manages_replicas());
         let app = Arc::new(admin::App {
             control,
             proxy: proxy::Proxy::new(proxy_config, pool.clone(), metrics.clone(), events.clone()),
@@ -217,7 +124,7 @@ impl Balancer {
             events,
             admin_token: c.admin_token.clone().filter(|t| !t.is_empty()),
             max_replicas: c.max_replicas,
-            describe,
+            settings: c.status_settings(addr, orchestrator.kind(), &options),
         });
         let timeouts = server::ServeTimeouts {
             header_read: c.header_read_timeout,

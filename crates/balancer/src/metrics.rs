@@ -1,7 +1,9 @@
 //! Counters of the data path, exposed in Prometheus text at `/lb/metrics`.
 //!
 //! Plain relaxed atomics: a few nanoseconds a request, no lock, no
-//! allocation. Per-replica counters live on each `Replica`.
+//! allocation. Per-replica counters live on each `Replica`. What is
+//! exported is listed in two tables ([`COUNTERS`], [`REPLICA_METRICS`]), so
+//! a metric is one line with its name, help and value.
 
 use std::{
     fmt::Write as _,
@@ -9,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::pool::Snapshot;
+use crate::{pool::Snapshot, replica::Replica};
 
 /// Upper bounds (seconds) of the upstream latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -29,11 +31,83 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
 }
 
+type CounterOf = fn(&Metrics) -> &AtomicU64;
+type ReplicaValue = fn(&Replica) -> u64;
+
+/// The balancer-wide counters: name, help, field.
+const COUNTERS: &[(&str, &str, CounterOf)] = &[
+    (
+        "lb_requests_total",
+        "Requests received for replicas.",
+        |m| &m.requests,
+    ),
+    (
+        "lb_retries_total",
+        "Attempts beyond the first, each on another replica.",
+        |m| &m.retries,
+    ),
+    (
+        "lb_upstream_connect_errors_total",
+        "Attempts that could not connect to their replica.",
+        |m| &m.connect_errors,
+    ),
+    (
+        "lb_upstream_errors_total",
+        "Attempts whose replica closed or reset the connection before answering.",
+        |m| &m.upstream_errors,
+    ),
+    (
+        "lb_upstream_timeouts_total",
+        "Attempts whose replica did not answer within --response-timeout.",
+        |m| &m.timeouts,
+    ),
+    (
+        "lb_no_replica_total",
+        "Requests answered 503 because no replica was usable.",
+        |m| &m.no_replica,
+    ),
+];
+
+/// The per-replica series: name, type, help, value.
+const REPLICA_METRICS: &[(&str, &str, &str, ReplicaValue)] = &[
+    (
+        "lb_replica_in_flight",
+        "gauge",
+        "Requests in flight to the replica.",
+        Replica::in_flight,
+    ),
+    (
+        "lb_replica_served_total",
+        "counter",
+        "Requests the replica answered.",
+        Replica::served,
+    ),
+    (
+        "lb_replica_failures_total",
+        "counter",
+        "Failed requests and heartbeats of the replica.",
+        Replica::failures,
+    ),
+    (
+        "lb_replica_up",
+        "gauge",
+        "1 if the replica is in rotation.",
+        |r| u64::from(r.is_available()),
+    ),
+];
+
 impl Metrics {
+    /// A response sent to a client, by status class.
     #[inline]
-    pub fn response(&self, status: http::StatusCode, latency: Duration) {
+    pub fn response(&self, status: http::StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Time from a request's arrival to its replica's response head (only
+    /// requests a replica answered).
+    #[inline]
+    pub fn upstream_latency(&self, latency: Duration) {
         let secs = latency.as_secs_f64();
         let bucket = BUCKETS
             .iter()
@@ -55,12 +129,19 @@ impl Metrics {
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# TYPE lb_requests_total counter\nlb_requests_total {}",
-            get(&self.requests)
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        for (name, help, counter) in COUNTERS {
+            head(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", get(counter(self)));
+        }
+        head(
+            &mut out,
+            "lb_responses_total",
+            "counter",
+            "Responses sent to clients, by status class.",
         );
-        let _ = writeln!(out, "# TYPE lb_responses_total counter");
         for (i, c) in self.responses.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -69,16 +150,12 @@ impl Metrics {
                 get(c)
             );
         }
-        for (name, c) in [
-            ("lb_retries_total", &self.retries),
-            ("lb_upstream_connect_errors_total", &self.connect_errors),
-            ("lb_upstream_errors_total", &self.upstream_errors),
-            ("lb_upstream_timeouts_total", &self.timeouts),
-            ("lb_no_replica_total", &self.no_replica),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", get(c));
-        }
-        let _ = writeln!(out, "# TYPE lb_upstream_latency_seconds histogram");
+        head(
+            &mut out,
+            "lb_upstream_latency_seconds",
+            "histogram",
+            "Time from a request's arrival to its replica's response head.",
+        );
         let mut cumulative = 0;
         for (i, c) in self.latency_buckets.iter().enumerate() {
             cumulative += get(c);
@@ -96,24 +173,15 @@ impl Metrics {
             get(&self.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(out, "lb_upstream_latency_seconds_count {cumulative}");
-        for (metric, kind) in [
-            ("lb_replica_in_flight", "gauge"),
-            ("lb_replica_served_total", "counter"),
-            ("lb_replica_failures_total", "counter"),
-            ("lb_replica_up", "gauge"),
-        ] {
-            let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (name, kind, help, value) in REPLICA_METRICS {
+            head(&mut out, name, kind, help);
             for r in &snapshot.replicas {
-                let value = match metric {
-                    "lb_replica_in_flight" => r.in_flight(),
-                    "lb_replica_served_total" => r.served(),
-                    "lb_replica_failures_total" => r.failures(),
-                    _ => u64::from(r.is_available()),
-                };
                 let _ = writeln!(
                     out,
-                    "{metric}{{replica=\"{}\",id=\"{}\"}} {value}",
-                    r.name, r.id
+                    "{name}{{replica=\"{}\",id=\"{}\"}} {}",
+                    r.name,
+                    r.id,
+                    value(r)
                 );
             }
         }
@@ -126,12 +194,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_cumulative() {
+    fn histogram_is_cumulative_and_counts_only_upstream_answers() {
         let m = Metrics::default();
-        m.response(http::StatusCode::OK, Duration::from_micros(300));
-        m.response(http::StatusCode::BAD_GATEWAY, Duration::from_secs(10));
+        m.response(http::StatusCode::OK);
+        m.upstream_latency(Duration::from_micros(300));
+        m.response(http::StatusCode::SERVICE_UNAVAILABLE);
+        m.upstream_latency(Duration::from_secs(10));
+        m.response(http::StatusCode::BAD_GATEWAY);
         let snap = Snapshot {
-            replicas: Vec::new(),
+            replicas: crate::policy::testing::replicas(2),
             policy: std::sync::Arc::new(crate::policy::RandomPolicy),
         };
         let text = m.render(&snap);
@@ -139,8 +210,21 @@ mod tests {
             text.contains("lb_responses_total{class=\"2xx\"} 1"),
             "{text}"
         );
-        assert!(text.contains("lb_responses_total{class=\"5xx\"} 1"));
+        assert!(text.contains("lb_responses_total{class=\"5xx\"} 2"));
         assert!(text.contains("lb_upstream_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("lb_upstream_latency_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("lb_replica_up{replica=\"server-2\",id=\"2\"} 1"));
+        // Every series has its HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line
+                .split(['{', ' '])
+                .next()
+                .expect("name")
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
     }
 }

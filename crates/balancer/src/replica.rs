@@ -15,8 +15,25 @@ use std::{
 /// The integer id of a replica on the ring: `server-1` is id 1.
 pub type ReplicaId = u32;
 
+/// Which incarnation of a name a replica is. One counter per supervisor
+/// hands them out, so they only grow and are never reused.
+pub type Generation = u64;
+
+/// The name `/add` generates for ring id `id`: `server-<id>`, so that the
+/// spec's `server-1` is id 1 and placement follows names.
+pub fn generated_name(id: ReplicaId) -> String {
+    format!("server-{id}")
+}
+
+/// The ring id `name` stands for if it is a generated name (`server-<k>`,
+/// k >= 1, written exactly as [`generated_name`] writes it).
+pub fn generated_id(name: &str) -> Option<ReplicaId> {
+    let k: ReplicaId = name.strip_prefix("server-")?.parse().ok()?;
+    (k >= 1 && generated_name(k) == name).then_some(k)
+}
+
 /// Whether a replica takes traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// In rotation.
@@ -62,8 +79,8 @@ pub struct Replica {
     pub authority: http::uri::Authority,
     /// Relative weight for weighted round robin (>= 1).
     pub weight: u32,
-    /// Which incarnation of `name` this is; bumps on every replacement.
-    pub generation: u64,
+    /// Which incarnation of `name` this is; a new one on every replacement.
+    pub generation: Generation,
     /// Process id when the replica is a local process.
     pub pid: Option<u32>,
     pub started: Instant,
@@ -79,7 +96,7 @@ impl Replica {
         id: ReplicaId,
         addr: SocketAddr,
         weight: u32,
-        generation: u64,
+        generation: Generation,
     ) -> Self {
         let authority = addr
             .to_string()
@@ -204,6 +221,22 @@ mod tests {
         b.served();
         drop(b);
         assert_eq!((r.in_flight(), r.served()), (0, 1));
+    }
+
+    #[test]
+    fn generated_names_and_ids_agree() {
+        assert_eq!(generated_name(7), "server-7");
+        assert_eq!(generated_id("server-7"), Some(7));
+        for other in [
+            "server-0",
+            "server-07",
+            "server-",
+            "server-x",
+            "s7",
+            "server-+7",
+        ] {
+            assert_eq!(generated_id(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use balancer::{Balancer, Config, OrchestratorKind};
+use balancer::{Balancer, Config, orchestrator::StaticArgs};
 use common::{local_backend, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,8 +23,10 @@ async fn over(
 ) -> (balancer::Running, String) {
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorKind::Static,
-        upstream: upstreams,
+        orchestrator: "static".into(),
+        upstreams: StaticArgs {
+            upstream: upstreams,
+        },
         policy: policy.into(),
         // Keep health checks out of the way: these tests are about the data path.
         health_interval: Duration::from_secs(60),

@@ -7,7 +7,8 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use balancer::{
-    Balancer, Config, OrchestratorKind,
+    Balancer, Config,
+    orchestrator::StaticArgs,
     policy::{Pick, Policy},
 };
 use common::{LocalBackend, local_backend, replica_of, start_balancer};
@@ -30,12 +31,14 @@ async fn in_process(
 ) -> balancer::Running {
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorKind::Static,
-        upstream: backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| format!("s{}={}", i + 1, b.url))
-            .collect(),
+        orchestrator: "static".into(),
+        upstreams: StaticArgs {
+            upstream: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| format!("s{}={}", i + 1, b.url))
+                .collect(),
+        },
         policy: policy.into(),
         ..Config::default()
     };
@@ -181,11 +184,13 @@ async fn static_upstream_down_then_up_after_rise() {
     let steady = local_backend("steady", 0).await;
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorKind::Static,
-        upstream: vec![
-            format!("flaky={}", flaky.url),
-            format!("steady={}", steady.url),
-        ],
+        orchestrator: "static".into(),
+        upstreams: StaticArgs {
+            upstream: vec![
+                format!("flaky={}", flaky.url),
+                format!("steady={}", steady.url),
+            ],
+        },
         policy: "round-robin".into(),
         health_interval: Duration::from_millis(50),
         health_timeout: Duration::from_millis(100),

@@ -28,7 +28,42 @@ use bollard::{
 use futures_util::StreamExt as _;
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::replica::ReplicaId;
+use crate::{config::Config, replica::ReplicaId};
+
+/// Flags of the Docker orchestrator.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Docker orchestrator")]
+pub struct DockerArgs {
+    /// Image of replica containers.
+    #[arg(long, env = "LB_DOCKER_IMAGE", default_value = "lb-backend:latest")]
+    pub docker_image: String,
+    /// Network replica containers join (created as a bridge if missing).
+    #[arg(long, env = "LB_DOCKER_NETWORK", default_value = "net1")]
+    pub docker_network: String,
+    /// Label value that marks containers as this balancer's.
+    #[arg(long, env = "LB_DOCKER_PROJECT", default_value = "lb")]
+    pub docker_project: String,
+    /// Remove the containers when the balancer stops, instead of leaving
+    /// them for the next balancer to adopt (for experiments).
+    #[arg(long, env = "LB_DOCKER_REMOVE_ON_EXIT")]
+    pub docker_remove_on_exit: bool,
+}
+
+/// The Docker orchestrator of `config` (connects lazily: see
+/// [`DockerOrchestrator::connect`]).
+pub fn build(config: &Config) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
+    let args = &config.docker;
+    Ok(std::sync::Arc::new(DockerOrchestrator::connect(
+        DockerSettings {
+            image: args.docker_image.clone(),
+            network: args.docker_network.clone(),
+            project: args.docker_project.clone(),
+            stop_timeout: i32::try_from(config.stop_timeout.as_secs()).unwrap_or(i32::MAX),
+            socket: None,
+            remove_on_shutdown: args.docker_remove_on_exit,
+        },
+    )))
+}
 
 /// Label with the project name; every container we own has it.
 pub const LABEL_PROJECT: &str = "lb.project";

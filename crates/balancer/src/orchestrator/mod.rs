@@ -5,18 +5,68 @@
 //! a [`ReplicaSpec`] (hostname, ring id) into a running [`Instance`] with an
 //! address and a future that resolves when the instance dies, and stops an
 //! instance by its handle. The supervisor decides when to call it.
+//!
+//! Adding an orchestrator is one file here (the type, its flags as a clap
+//! `Args` struct, and a `build` function from the [`Config`]), one line in
+//! [`REGISTRY`], and one `#[command(flatten)]` line for its flags in
+//! `config.rs`.
 
 pub mod docker;
-pub mod fixed;
 pub mod process;
+pub mod r#static;
 
-use std::{future::Future, net::SocketAddr, pin::Pin};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
-use crate::replica::ReplicaId;
+use crate::{config::Config, replica::ReplicaId};
 
-pub use docker::DockerOrchestrator;
-pub use fixed::StaticOrchestrator;
-pub use process::ProcessOrchestrator;
+pub use docker::{DockerArgs, DockerOrchestrator};
+pub use process::{ProcessArgs, ProcessOrchestrator};
+pub use r#static::{StaticArgs, StaticOrchestrator};
+
+type Constructor = fn(&Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError>;
+
+/// Every orchestrator `--orchestrator` accepts: name, one-line description,
+/// constructor. A new orchestrator is one more line here.
+pub const REGISTRY: &[(&str, &str, Constructor)] = &[
+    (
+        "process",
+        "replicas are local child processes (no Docker needed)",
+        process::build,
+    ),
+    (
+        "docker",
+        "replicas are Docker containers on --docker-network",
+        docker::build,
+    ),
+    (
+        "static",
+        "balance over existing servers given by --upstream",
+        r#static::build,
+    ),
+];
+
+/// The orchestrator used when none is named.
+pub const DEFAULT_ORCHESTRATOR: &str = "process";
+
+/// Names of every registered orchestrator.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(name, _, _)| *name).collect()
+}
+
+/// Builds the orchestrator `config.orchestrator` names, from its flags.
+pub fn from_config(config: &Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
+    let (_, _, build) = REGISTRY
+        .iter()
+        .find(|(name, _, _)| *name == config.orchestrator)
+        .ok_or_else(|| {
+            OrchestratorError::Config(format!(
+                "unknown orchestrator '{}' (known: {})",
+                config.orchestrator,
+                names().join(", ")
+            ))
+        })?;
+    build(config)
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -71,11 +121,15 @@ pub enum OrchestratorError {
     Engine(String),
     #[error("cannot stop instance {handle}: {reason}")]
     Stop { handle: String, reason: String },
+    #[error("the start of replica '{name}' was cancelled: the balancer is shutting down")]
+    Cancelled { name: String },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Starts and stops replica instances.
 pub trait Orchestrator: Send + Sync + 'static {
-    /// `process`, `docker` or `static`, for `/lb/status`.
+    /// Its name in [`REGISTRY`], for `/lb/status`.
     fn kind(&self) -> &'static str;
 
     /// Whether it can create replicas (and so replace a dead one).

@@ -27,11 +27,56 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdin, Command},
+    process::{ChildStdin, Command},
     sync::{oneshot, watch},
 };
 
 use super::{BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
+use crate::config::Config;
+
+/// Flags of the process orchestrator.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Process orchestrator")]
+pub struct ProcessArgs {
+    /// Program run as a replica (default: this executable's `backend` subcommand).
+    #[arg(long, env = "LB_BACKEND_BIN", value_name = "PATH")]
+    pub backend_bin: Option<PathBuf>,
+    /// An argument given to --backend-bin before the replica's own flags
+    /// (e.g. `backend`); repeat it.
+    #[arg(
+        long,
+        env = "LB_BACKEND_ARG",
+        value_delimiter = ',',
+        requires = "backend_bin"
+    )]
+    pub backend_arg: Vec<String>,
+    /// Artificial delay of every replica's /home, for experiments.
+    #[arg(long, env = "LB_BACKEND_DELAY_MS", default_value_t = 0)]
+    pub backend_delay_ms: u64,
+}
+
+/// The process orchestrator of `config`.
+pub fn build(config: &Config) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
+    let args = &config.process;
+    let command = match &args.backend_bin {
+        Some(program) => BackendCommand {
+            program: program.clone(),
+            args: args.backend_arg.clone(),
+        },
+        None => BackendCommand::current_exe()
+            .map_err(|e| OrchestratorError::Config(format!("cannot find this executable: {e}")))?,
+    };
+    let extra = if args.backend_delay_ms > 0 {
+        vec!["--delay-ms".into(), args.backend_delay_ms.to_string()]
+    } else {
+        Vec::new()
+    };
+    Ok(std::sync::Arc::new(ProcessOrchestrator::new(
+        command,
+        extra,
+        config.stop_timeout,
+    )))
+}
 
 /// How long a child may take to print its port.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +99,8 @@ impl BackendCommand {
     }
 }
 
-struct Tracked {
+/// A child we started and still own.
+struct Child {
     /// Dropping it is the graceful stop signal.
     stdin: Option<ChildStdin>,
     kill: Option<oneshot::Sender<()>>,
@@ -66,7 +112,7 @@ pub struct ProcessOrchestrator {
     command: BackendCommand,
     /// Extra flags for every replica (e.g. `--delay-ms`).
     extra_args: Vec<String>,
-    children: Mutex<HashMap<String, Tracked>>,
+    children: Mutex<HashMap<String, Child>>,
     next: AtomicU64,
     stop_grace: Duration,
 }
@@ -90,7 +136,7 @@ impl ProcessOrchestrator {
         }
     }
 
-    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
         // A panic while holding this lock leaves the map consistent (every
         // operation is a single insert/remove), so poisoning is ignorable.
         self.children
@@ -164,7 +210,7 @@ impl ProcessOrchestrator {
         tokio::spawn(reap(child, kill_rx, exit_tx));
         self.children().insert(
             handle.clone(),
-            Tracked {
+            Child {
                 stdin,
                 kill: Some(kill_tx),
                 exited: exit_rx.clone(),
@@ -201,7 +247,11 @@ impl ProcessOrchestrator {
 }
 
 /// Owns the child: reports its exit, kills it on request.
-async fn reap(mut child: Child, kill: oneshot::Receiver<()>, exited: watch::Sender<bool>) {
+async fn reap(
+    mut child: tokio::process::Child,
+    kill: oneshot::Receiver<()>,
+    exited: watch::Sender<bool>,
+) {
     tokio::select! {
         status = child.wait() => {
             tracing::debug!(?status, pid = child.id(), "replica process exited");

@@ -1,26 +1,32 @@
-//! The supervisor driven through its message handlers with an in-process
-//! fake orchestrator: races, stale messages, naming, shutdown.
+//! The supervisor driven through its message handlers with a fake
+//! orchestrator and a fake readiness probe, on paused time (no sockets,
+//! no real waiting): races, stale messages, naming, shutdown.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::*;
 use crate::{
+    change::{Direction, Hostname},
     health::HealthConfig,
-    orchestrator::Adopted,
+    orchestrator::{Adopted, BoxFuture},
     policy::{PolicyOptions, from_name},
 };
 
-/// Starts in-process replicas on loopback ports; counts starts and
-/// stops and knows which instances still run.
-#[derive(Default)]
+/// "Starts" instances that exist only in its table; counts starts and
+/// stops, knows which instances still run, and as a [`Probe`] answers for
+/// exactly those.
+#[derive(Default, Debug)]
 struct Fake {
     spawns: AtomicUsize,
     /// Stops that have completed.
     stops: AtomicUsize,
-    /// Running instances: handle -> what stops its server.
-    live: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Running instances: handle -> address.
+    live: std::sync::Mutex<HashMap<String, SocketAddr>>,
     /// Extra time a start of this name takes.
     slow: std::sync::Mutex<HashMap<String, Duration>>,
     /// Time every stop takes.
@@ -39,6 +45,22 @@ impl Fake {
             .keys()
             .filter(|h| h.starts_with(&prefix))
             .count()
+    }
+}
+
+impl Probe for Fake {
+    fn check<'a>(
+        &'a self,
+        authority: &'a http::uri::Authority,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, bool> {
+        let alive = self
+            .live
+            .lock()
+            .expect("live")
+            .values()
+            .any(|addr| addr.to_string() == authority.as_str());
+        Box::pin(async move { alive })
     }
 }
 
@@ -63,26 +85,10 @@ impl Orchestrator for Fake {
             .unwrap_or_default();
         Box::pin(async move {
             tokio::time::sleep(delay).await;
-            let fail = |e: std::io::Error| OrchestratorError::Spawn {
-                name: spec.name.clone(),
-                reason: e.to_string(),
-            };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(fail)?;
-            let addr = listener.local_addr().map_err(fail)?;
-            let config = backend::Config {
-                id: spec.name.clone(),
-                delay_ms: 0,
-            };
-            let stop = CancellationToken::new();
-            tokio::spawn(backend::serve(
-                listener,
-                config,
-                stop.clone().cancelled_owned(),
-            ));
+            let port = u16::try_from(10_000 + n).expect("port");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let handle = format!("{}#{n}", spec.name);
-            self.live.lock().expect("live").insert(handle.clone(), stop);
+            self.live.lock().expect("live").insert(handle.clone(), addr);
             Ok(Instance {
                 handle,
                 addr,
@@ -96,9 +102,7 @@ impl Orchestrator for Fake {
         let delay = *self.stop_delay.lock().expect("stop_delay");
         Box::pin(async move {
             tokio::time::sleep(delay).await;
-            if let Some(server) = self.live.lock().expect("live").remove(&handle) {
-                server.cancel();
-            }
+            self.live.lock().expect("live").remove(&handle);
             self.stops.fetch_add(1, Ordering::SeqCst);
             Ok(())
         })
@@ -112,6 +116,7 @@ fn settings() -> Settings {
         drain_timeout: Duration::from_secs(1),
         retry_backoff: Duration::from_millis(10),
         weights: HashMap::new(),
+        health: health(),
     }
 }
 
@@ -133,6 +138,22 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|&n| n.to_owned()).collect()
 }
 
+fn change(direction: Direction, n: usize, names: &[&str]) -> Change {
+    let names = names
+        .iter()
+        .map(|&n| Hostname::try_from(n).expect("valid"))
+        .collect();
+    Change::new(direction, n, names).expect("valid change")
+}
+
+fn add(n: usize, names: &[&str]) -> Change {
+    change(Direction::Add, n, names)
+}
+
+fn rm(n: usize, names: &[&str]) -> Change {
+    change(Direction::Remove, n, names)
+}
+
 /// A supervisor driven by hand, one message at a time, so a test can
 /// hold a message back and deliver it late.
 struct Harness {
@@ -150,7 +171,7 @@ impl Harness {
         let fake = Arc::new(Fake::default());
         let watcher = Watcher {
             config: health(),
-            prober: Default::default(),
+            probe: fake.clone(),
             signals,
             events,
         };
@@ -194,11 +215,10 @@ impl Harness {
     }
 
     /// An `/add`, handling messages until it is answered.
-    async fn add(&mut self, n: usize, hostnames: &[&str]) -> Result<Vec<String>, AdminError> {
+    async fn add(&mut self, n: usize, hostnames: &[&str]) -> Result<Vec<String>, MembershipError> {
         let (reply, mut answer) = oneshot::channel();
         self.sup.handle(Message::Add {
-            n,
-            hostnames: strings(hostnames),
+            change: add(n, hostnames),
             reply,
         });
         loop {
@@ -214,7 +234,7 @@ impl Harness {
 
     /// Handles messages until `name` has finished draining.
     async fn drained(&mut self, name: &str) {
-        while self.sup.draining.contains(name) {
+        while self.sup.reserved.contains_key(name) {
             let msg = self.until(|_| true).await;
             self.sup.handle(msg);
         }
@@ -247,7 +267,7 @@ impl Harness {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_late_replacement_of_an_earlier_incarnation_is_never_adopted() {
     let mut h = Harness::new();
     h.add(1, &["a"]).await.expect("add a");
@@ -263,7 +283,7 @@ async fn a_late_replacement_of_an_earlier_incarnation_is_never_adopted() {
     };
     // ...after "a" was removed (the name is free once that start has
     // resolved and its instance is stopped), added again, and died again.
-    h.sup.remove(1, strings(&["a"])).expect("rm a");
+    h.sup.remove(rm(1, &["a"])).expect("rm a");
     h.sup.handle(stale);
     h.drained("a").await;
     h.add(1, &["a"]).await.expect("add a again");
@@ -324,17 +344,15 @@ async fn a_late_replacement_of_an_earlier_incarnation_is_never_adopted() {
         })
         .await;
     h.sup.handle(real);
-    assert_eq!(h.sup.members["a"].phase, Phase::Running);
+    assert!(matches!(h.sup.members["a"].phase, Phase::Running { .. }));
     assert_eq!(h.sup.members["a"].generation, current);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn generated_names_keep_their_ring_ids() {
     let mut h = Harness::new();
     h.add(3, &[]).await.expect("add 3");
-    h.sup
-        .remove(1, strings(&["server-2"]))
-        .expect("rm server-2");
+    h.sup.remove(rm(1, &["server-2"])).expect("rm server-2");
     // server-2 is still draining: s4 must leave id 2 to it.
     h.add(1, &["s4"]).await.expect("add s4");
     h.drained("server-2").await;
@@ -359,62 +377,57 @@ async fn generated_names_keep_their_ring_ids() {
     }
 }
 
-#[tokio::test]
-async fn control_refuses_bad_changes_without_hanging_or_panicking() {
+#[tokio::test(start_paused = true)]
+async fn control_refuses_what_the_pool_cannot_take_without_hanging() {
+    let fake = Arc::new(Fake::default());
     let shutdown = CancellationToken::new();
     let (control, task) = Supervisor::start(
-        settings(),
-        Arc::new(Fake::default()),
+        Settings {
+            max_replicas: 3,
+            ..settings()
+        },
+        fake.clone(),
         pool(),
         Arc::new(EventLog::default()),
-        health(),
+        fake.clone(),
         0,
         shutdown.clone(),
     )
     .await
     .expect("start");
-    let answer = |what: &'static str| {
-        move |r: Result<Result<Vec<String>, AdminError>, _>| {
-            r.unwrap_or_else(|_| panic!("{what} was not answered within 2 s"))
-        }
-    };
+    control.add(add(2, &["a", "b"])).await.expect("add a, b");
     let within = Duration::from_secs(2);
-
-    let r = answer("add(0)")(tokio::time::timeout(within, control.add(0, vec![])).await);
-    assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-    let r = answer("remove(0)")(tokio::time::timeout(within, control.remove(0, vec![])).await);
-    assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-
-    control
-        .add(2, strings(&["a", "b"]))
-        .await
-        .expect("add a, b");
-    let r = answer("remove(1, [a, b])")(
-        tokio::time::timeout(within, control.remove(1, strings(&["a", "b"]))).await,
-    );
-    assert!(
-        matches!(r, Err(AdminError::TooManyHostnamesToRemove)),
-        "{r:?}"
-    );
-    let r = answer("add(1, [c, d])")(
-        tokio::time::timeout(within, control.add(1, strings(&["c", "d"]))).await,
-    );
-    assert!(matches!(r, Err(AdminError::TooManyHostnamesToAdd)), "{r:?}");
-    let r = answer("add(2, [c, c])")(
-        tokio::time::timeout(within, control.add(2, strings(&["c", "c"]))).await,
-    );
-    assert!(matches!(r, Err(AdminError::BadRequest(_))), "{r:?}");
-    for e in [
-        AdminError::TooManyHostnamesToAdd,
-        AdminError::TooManyHostnamesToRemove,
-        AdminError::BadRequest(String::new()),
+    for (what, r) in [
+        (
+            "add a again",
+            tokio::time::timeout(within, control.add(add(1, &["a"]))).await,
+        ),
+        (
+            "add 2 over max 3",
+            tokio::time::timeout(within, control.add(add(2, &[]))).await,
+        ),
+        (
+            "rm unknown c",
+            tokio::time::timeout(within, control.remove(rm(1, &["c"]))).await,
+        ),
+        (
+            "rm 3 of 2",
+            tokio::time::timeout(within, control.remove(rm(3, &[]))).await,
+        ),
     ] {
-        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        let r = r.unwrap_or_else(|_| panic!("{what} was not answered within 2 s"));
+        let ok = match what {
+            "add a again" => matches!(r, Err(MembershipError::Duplicate(_))),
+            "add 2 over max 3" => matches!(r, Err(MembershipError::OverMax { .. })),
+            "rm unknown c" => matches!(r, Err(MembershipError::Unknown(_))),
+            _ => matches!(r, Err(MembershipError::NotEnough { .. })),
+        };
+        assert!(ok, "{what}: {r:?}");
     }
-
     // Still alive, nothing changed.
     assert!(!task.is_finished());
     assert_eq!(control.members().await, strings(&["a", "b"]));
+    assert_eq!(fake.spawns.load(Ordering::SeqCst), 2);
     shutdown.cancel();
     task.await.expect("supervisor exits cleanly");
 }
@@ -431,7 +444,7 @@ async fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
     true
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_removals_and_starts_in_flight_and_stops_them() {
     let fake = Arc::new(Fake::default());
     let shutdown = CancellationToken::new();
@@ -440,16 +453,16 @@ async fn shutdown_waits_for_removals_and_starts_in_flight_and_stops_them() {
         fake.clone(),
         pool(),
         Arc::new(EventLog::default()),
-        health(),
+        fake.clone(),
         0,
         shutdown.clone(),
     )
     .await
     .expect("start");
-    control.add(1, strings(&["b"])).await.expect("add b");
+    control.add(add(1, &["b"])).await.expect("add b");
     // A removal whose stop takes a while...
     *fake.stop_delay.lock().expect("stop_delay") = Duration::from_millis(300);
-    control.remove(1, strings(&["b"])).await.expect("rm b");
+    control.remove(rm(1, &["b"])).await.expect("rm b");
     // ...and an /add whose start takes a while, both in flight.
     fake.slow
         .lock()
@@ -457,7 +470,7 @@ async fn shutdown_waits_for_removals_and_starts_in_flight_and_stops_them() {
         .insert("a".into(), Duration::from_millis(300));
     let add = tokio::spawn({
         let control = control.clone();
-        async move { control.add(1, strings(&["a"])).await }
+        async move { control.add(add(1, &["a"])).await }
     });
     assert!(
         eventually(Duration::from_secs(2), || fake
@@ -480,22 +493,20 @@ async fn shutdown_waits_for_removals_and_starts_in_flight_and_stops_them() {
     );
     assert_eq!(fake.running("a") + fake.running("b"), 0);
     let r = add.await.expect("the /add task");
-    assert!(matches!(r, Err(AdminError::Unavailable(_))), "{r:?}");
+    assert!(matches!(r, Err(MembershipError::ShuttingDown)), "{r:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_name_removed_while_its_replacement_starts_stays_taken_until_that_start_resolves() {
     let mut h = Harness::new();
     h.add(1, &["a"]).await.expect("add a");
     // "a" dies; its replacement's start is held back...
     let stale = h.die_and_hold_replacement("a").await;
     // ...while "a" is removed and added again.
-    h.sup.remove(1, strings(&["a"])).expect("rm a");
+    h.sup.remove(rm(1, &["a"])).expect("rm a");
     h.settle(Duration::from_millis(100)).await;
     match h.add(1, &["a"]).await {
-        Err(e @ AdminError::Duplicate(_)) => {
-            assert_eq!(e.status(), http::StatusCode::CONFLICT);
-        }
+        Err(MembershipError::Duplicate(name)) => assert_eq!(name, "a"),
         r => panic!("'a' was free while its replacement still started: {r:?}"),
     }
 
@@ -510,7 +521,7 @@ async fn a_name_removed_while_its_replacement_starts_stays_taken_until_that_star
     assert_eq!(h.sup.names(), strings(&["a"]));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn adopting_two_instances_of_one_name_keeps_one_and_stops_the_other() {
     let fake = Arc::new(Fake::default());
     let spec = |name: &str, id| ReplicaSpec {
@@ -535,7 +546,7 @@ async fn adopting_two_instances_of_one_name_keeps_one_and_stops_the_other() {
         fake.clone(),
         pool.clone(),
         Arc::new(EventLog::default()),
-        health(),
+        fake.clone(),
         0,
         shutdown.clone(),
     )

@@ -5,9 +5,39 @@
 //! anything, so `/add` and `/rm` answer a clear error. A dead upstream is
 //! taken out of rotation by health checks and put back when it answers again.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    sync::Arc,
+};
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
+use crate::{config::Config, replica::generated_name};
+
+/// Flags of the static orchestrator.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Static orchestrator")]
+pub struct StaticArgs {
+    /// With --orchestrator static: an upstream as [NAME=]http://HOST:PORT[#weight=W]; repeat it.
+    #[arg(long, env = "LB_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
+}
+
+/// The static orchestrator of `config`'s `--upstream` list.
+pub fn build(config: &Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
+    let list = &config.upstreams.upstream;
+    if list.is_empty() {
+        return Err(OrchestratorError::Config(
+            "--orchestrator static needs at least one --upstream URL".into(),
+        ));
+    }
+    let upstreams = list
+        .iter()
+        .enumerate()
+        .map(|(i, u)| Upstream::parse(u, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(OrchestratorError::Config)?;
+    Ok(Arc::new(StaticOrchestrator::new(upstreams)))
+}
 
 /// One configured upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +63,10 @@ impl Upstream {
         };
         let (name, url) = match spec.split_once('=') {
             Some((name, url)) => (name.to_owned(), url),
-            None => (format!("server-{}", index + 1), spec),
+            None => (
+                generated_name(u32::try_from(index + 1).unwrap_or(u32::MAX)),
+                spec,
+            ),
         };
         let rest = url
             .strip_prefix("http://")

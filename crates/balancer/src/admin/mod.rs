@@ -1,0 +1,193 @@
+//! The admin API (`/rep`, `/add`, `/rm`) and the balancer's own endpoints
+//! under `/lb/`, plus the router that sends everything else to the proxy.
+//!
+//! Input is validated completely, once, before anything changes (into a
+//! [`Change`]): a request that fails validation gets a 4xx JSON error in the
+//! contract's shape and the pool is untouched. Errors map to responses in
+//! [`error`]. `/add` and `/rm` create and destroy processes or containers,
+//! so with `--admin-token` they require `Authorization: Bearer`.
+
+pub mod error;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Query, State},
+    http::{HeaderMap, Uri, header},
+    response::{IntoResponse, Response},
+    routing::{any, delete, get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use error::ApiError;
+pub use status::Status;
+
+use crate::{
+    change::{Change, Direction},
+    events::{EventLog, Events},
+    metrics::Metrics,
+    pool::Pool,
+    proxy::Proxy,
+    supervisor::Control,
+};
+
+/// Largest admin request body accepted.
+pub const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+
+/// What the handlers share.
+pub struct App {
+    pub control: Control,
+    pub proxy: Proxy,
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<EventLog>,
+    pub admin_token: Option<String>,
+    pub max_replicas: usize,
+    /// The facts fixed at start, shown at `/lb/status`.
+    pub settings: status::Settings,
+}
+
+/// Whether `path` is one of the balancer's own endpoints (served by
+/// [`router`]) rather than a replica's (forwarded by the proxy straight
+/// away, without the router). Keep it beside the router's route list.
+pub fn is_admin_path(path: &str) -> bool {
+    matches!(path, "/rep" | "/add" | "/rm") || path == "/lb" || path.starts_with("/lb/")
+}
+
+/// Every route of the balancer.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/rep", get(rep))
+        .route("/add", post(add))
+        .route("/rm", delete(rm))
+        .route(
+            "/lb/health",
+            get(|| async { Json(json!({"status": "successful"})) }),
+        )
+        .route("/lb/status", get(status))
+        .route("/lb/metrics", get(metrics))
+        .route("/lb/events", get(events))
+        .route("/lb", any(not_found))
+        .route("/lb/{*rest}", any(not_found))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Only the paths `is_admin_path` accepts are routed here.
+        .fallback(not_found)
+        .with_state(app)
+}
+
+fn membership(names: Vec<String>) -> Response {
+    Json(json!({"message": {"N": names.len(), "replicas": names}, "status": "successful"}))
+        .into_response()
+}
+
+async fn rep(State(app): State<Arc<App>>) -> Response {
+    membership(app.control.members().await)
+}
+
+async fn add(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let change = read_change(body, Direction::Add, app.max_replicas).await?;
+    Ok(membership(app.control.add(change).await?))
+}
+
+async fn rm(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers)?;
+    let change = read_change(body, Direction::Remove, usize::MAX).await?;
+    Ok(membership(app.control.remove(change).await?))
+}
+
+/// The body of an `/add` or `/rm`, validated.
+async fn read_change(body: Body, direction: Direction, max_n: usize) -> Result<Change, ApiError> {
+    let bytes = axum::body::to_bytes(body, ADMIN_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::TooLarge(ADMIN_BODY_LIMIT))?;
+    Ok(Change::from_json(direction, &bytes, max_n)?)
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &app.admin_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time, so the token cannot be guessed byte by byte from timing.
+    if subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into() {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn status(State(app): State<Arc<App>>) -> Json<Status> {
+    Json(Status::new(&app.settings, &app.pool.load()))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(&app.pool.load());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn events(State(app): State<Arc<App>>, Query(query): Query<EventsQuery>) -> Json<Events> {
+    Json(Events {
+        events: app.events.since(query.after),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_paths_are_exactly_the_routers() {
+        for path in [
+            "/rep",
+            "/add",
+            "/rm",
+            "/lb",
+            "/lb/health",
+            "/lb/status",
+            "/lb/metrics",
+            "/lb/events",
+            "/lb/anything",
+        ] {
+            assert!(is_admin_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/home",
+            "/heartbeat",
+            "/repx",
+            "/rep/",
+            "/lbx",
+            "/add/1",
+            "/x/lb/status",
+        ] {
+            assert!(!is_admin_path(path), "{path}");
+        }
+    }
+}

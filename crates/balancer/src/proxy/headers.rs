@@ -1,0 +1,187 @@
+//! The headers a proxy rewrites: hop-by-hop headers removed both ways
+//! (RFC 9110 7.6.1), `X-Forwarded-*` and `Forwarded` (RFC 7239) added.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names present is cheaper than seven hashed
+    // removals, and most messages carry no hop-by-hop header at all.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    // Names listed in Connection are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop headers and adds `X-Forwarded-*` and `Forwarded`.
+///
+/// Each value is written once into a buffer of the right size and handed
+/// to the header map without a copy: this runs for every request.
+pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
+    use std::fmt::Write as _;
+    strip_hop_by_hop(headers);
+    let ip = client.ip();
+
+    let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let mut xff = String::with_capacity(prior.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prior) = prior {
+        xff.push_str(prior);
+        xff.push_str(", ");
+    }
+    push_ip(&mut xff, ip);
+    if let Some(v) = header_value(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
+    }
+
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let prior = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok());
+    let mut forwarded = String::with_capacity(
+        prior.map_or(0, |p| p.len() + 2) + host.map_or(0, |h| h.len() + 8) + 64,
+    );
+    if let Some(prior) = prior {
+        forwarded.push_str(prior);
+        forwarded.push_str(", ");
+    }
+    forwarded.push_str("for=");
+    if ip.is_ipv6() {
+        forwarded.push_str("\"[");
+        push_ip(&mut forwarded, ip);
+        forwarded.push_str("]\"");
+    } else {
+        push_ip(&mut forwarded, ip);
+    }
+    forwarded.push_str(";proto=http");
+    if let Some(host) = host {
+        let _ = write!(forwarded, ";host=\"{host}\"");
+    }
+    if let Some(v) = header_value(forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A header value that owns `s` without copying it; `None` if `s` is not a
+/// valid value (it always is here: built from `to_str` parts and an IP).
+fn header_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}
+
+/// Appends an IP address as `Display` would, without the formatting
+/// machinery for the common IPv4 case.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::HOST, HeaderValue::from_static("lb.local"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        prepare_headers(&mut h, "127.0.0.9:5555".parse().expect("addr"));
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "lb.local");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.9;proto=http;host=\"lb.local\""
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let mut h = HeaderMap::new();
+        prepare_headers(&mut h, "[::1]:80".parse().expect("addr"));
+        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn prior_forwarded_is_kept_and_ips_print_as_display_does() {
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        prepare_headers(&mut h, "0.10.100.255:1".parse().expect("addr"));
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.1, for=0.10.100.255;proto=http"
+        );
+        assert_eq!(h["x-forwarded-for"], "0.10.100.255");
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.99.199.250",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
+}
