@@ -13,7 +13,7 @@ use std::{hint::black_box, net::SocketAddr, sync::Arc};
 
 use balancer::{
     policy::{self, Pick, Policy, PolicyOptions},
-    replica::Replica,
+    replica::{Replica, generated_name},
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -22,7 +22,7 @@ fn replicas(n: u32) -> Vec<Arc<Replica>> {
         .map(|i| {
             let addr =
                 SocketAddr::from(([127, 0, 0, 1], u16::try_from(10_000 + i).unwrap_or(10_000)));
-            Arc::new(Replica::new(format!("server-{i}"), i, addr, 1 + i % 3, 0))
+            Arc::new(Replica::new(generated_name(i), i, addr, 1 + i % 3, 0))
         })
         .collect()
 }

@@ -263,5 +263,18 @@ async fn lb_endpoints_report_status_metrics_and_events() {
         .map(|e| e["kind"].clone())
         .collect();
     assert!(kinds.contains(&json!("added")), "{events}");
+    // Every path under /lb/ is the balancer's: one it does not serve is a
+    // 404 of its own, never forwarded (a replica's 404 would come back as
+    // the spec's 400 "endpoint does not exist").
+    for path in ["/lb/nope", "/lb/status/x", "/lb"] {
+        let (status, body) = lb.get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not an endpoint of the balancer")),
+            "{path}: {body}"
+        );
+    }
     lb.terminate().await;
 }

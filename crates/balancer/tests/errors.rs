@@ -98,9 +98,27 @@ async fn a_slow_replica_is_a_504() {
     })
     .await;
     let started = std::time::Instant::now();
-    let (status, body) = send(common::client().get(format!("{url}/home"))).await;
+    let client = common::client();
+    let (status, body) = send(client.get(format!("{url}/home"))).await;
     assert_eq!(status, 504, "{body}");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // A timeout is the replica's failure like a reset is: counted, and the
+    // replica is out of rotation until it answers its heartbeats again.
+    let (_, status) = send(client.get(format!("{url}/lb/status"))).await;
+    let replica = &status["replicas"][0];
+    assert_eq!(replica["health"], "suspect", "{status}");
+    assert_eq!(replica["failures"], 1, "{status}");
+    let (_, events) = send(client.get(format!("{url}/lb/events"))).await;
+    assert!(
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "suspect" && e["replica"] == "server-1"),
+        "{events}"
+    );
+    let (status, body) = send(client.get(format!("{url}/home"))).await;
+    assert_eq!(status, 503, "{body}");
     lb.stop().await;
 }
 

@@ -150,16 +150,7 @@ pub fn request_id(index: u64) -> u64 {
 
 /// The replica id in a `/home` reply.
 pub fn replica_id(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Reply<'a> {
-        #[serde(borrow)]
-        message: std::borrow::Cow<'a, str>,
-    }
-    let reply: Reply<'_> = serde_json::from_slice(body).ok()?;
-    reply
-        .message
-        .strip_prefix("Hello from Server: ")
-        .map(str::to_owned)
+    backend::HomeReply::replica_id(body)
 }
 
 /// Unix time in ms, with the sub-millisecond part kept: recovery times are

@@ -22,14 +22,19 @@ pub struct RingConfig {
     pub preset: HashPreset,
 }
 
-impl Default for RingConfig {
+impl RingConfig {
     /// The spec's ring: M = 512, K = log2(512) = 9, the spec's functions.
+    pub const SPEC: Self = Self {
+        slots: 512,
+        vnodes: 9,
+        preset: HashPreset::Spec,
+    };
+}
+
+impl Default for RingConfig {
+    /// [`RingConfig::SPEC`].
     fn default() -> Self {
-        Self {
-            slots: 512,
-            vnodes: 9,
-            preset: HashPreset::Spec,
-        }
+        Self::SPEC
     }
 }
 

@@ -262,7 +262,13 @@ pub(crate) mod testing {
         (1..=n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 10_000 + i).parse().expect("addr");
-                Arc::new(Replica::new(format!("server-{i}"), i, addr, 1, 0))
+                Arc::new(Replica::new(
+                    crate::replica::generated_name(i),
+                    i,
+                    addr,
+                    1,
+                    0,
+                ))
             })
             .collect()
     }

@@ -157,7 +157,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
 pub fn replica_of(body: &Value) -> String {
     body["message"]
         .as_str()
-        .and_then(|m| m.strip_prefix("Hello from Server: "))
+        .and_then(|m| m.strip_prefix(backend::HomeReply::PREFIX))
         .unwrap_or_else(|| panic!("not a /home reply: {body}"))
         .to_owned()
 }

@@ -5,7 +5,10 @@
 use crate::run::unix_ms;
 use std::{fmt::Write as _, time::Duration};
 
-use serde_json::Value;
+use balancer::{
+    admin::Status,
+    events::{EventKind, Events},
+};
 
 use super::{ExperimentError, Settings, Stack, StackSpec, provenance, table, write, write_json};
 use crate::{RunConfig, chart, run::TraceEntry};
@@ -89,27 +92,23 @@ async fn exercise(stack: &Stack) -> Result<(String, String, bool), ExperimentErr
     ))
 }
 
-fn victim_pid(status: &Value) -> Option<u32> {
-    status["replicas"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == VICTIM)?["pid"]
-        .as_u64()
-        .and_then(|p| u32::try_from(p).ok())
+fn victim_pid(status: &Status) -> Option<u32> {
+    status.replicas.iter().find(|r| r.name == VICTIM)?.pid
 }
 
-/// The first of `kinds` recorded for the victim at or after `after` (the
-/// balancer's events have 1 ms resolution, so "at" is within a ms): its
-/// time and kind.
-fn event_after<'e>(events: &'e Value, kinds: &[&str], after: f64) -> Option<(f64, &'e str)> {
-    events["events"]
-        .as_array()?
+/// The first event of a kind that `wanted` accepts, recorded for the
+/// victim at or after `after` (the balancer's events have 1 ms resolution,
+/// so "at" is within a ms): its time and kind.
+fn event_after(
+    events: &Events,
+    wanted: impl Fn(EventKind) -> bool,
+    after: f64,
+) -> Option<(f64, EventKind)> {
+    events
+        .events
         .iter()
-        .filter(|e| e["replica"] == VICTIM)
-        .filter_map(|e| {
-            let kind = e["kind"].as_str().filter(|k| kinds.contains(k))?;
-            Some((e["at_ms"].as_u64()? as f64, kind))
-        })
+        .filter(|e| e.replica == VICTIM && wanted(e.kind))
+        .map(|e| (e.at_ms as f64, e.kind))
         .find(|&(t, _)| t >= after.floor())
 }
 
@@ -223,7 +222,7 @@ struct Outcome {
     detected: Option<(f64, String)>,
     replaced_ms: Option<f64>,
     first_served_ms: Option<f64>,
-    events: Value,
+    events: Events,
 }
 
 async fn measure(
@@ -231,13 +230,13 @@ async fn measure(
     stack: &Stack,
 ) -> Result<(String, String, bool, Outcome), ExperimentError> {
     let (csv, tbl, ok) = exercise(stack).await?;
-    let status = stack.json("/lb/status").await?;
+    let status: Status = stack.get("/lb/status").await?;
     // A process replica is killed by pid; a container with `docker kill`.
     let kill: Vec<String> = if settings.docker {
         vec!["docker".into(), "kill".into(), VICTIM.into()]
     } else {
         let pid = victim_pid(&status)
-            .ok_or_else(|| ExperimentError::Failed(format!("no pid for {VICTIM}: {status}")))?;
+            .ok_or_else(|| ExperimentError::Failed(format!("no pid for {VICTIM}: {status:?}")))?;
         vec!["kill".into(), "-9".into(), pid.to_string()]
     };
     let config = RunConfig {
@@ -271,18 +270,19 @@ async fn measure(
         .await
         .map_err(|e| ExperimentError::Failed(e.to_string()))??;
     // Give the replacement a moment if the run ended before it served.
-    let mut events = stack.json("/lb/events").await?;
+    let replaced = |k| k == EventKind::Replaced;
+    let mut events: Events = stack.get("/lb/events").await?;
     for _ in 0..50 {
-        if event_after(&events, &["replaced"], kill_unix_ms).is_some() {
+        if event_after(&events, replaced, kill_unix_ms).is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        events = stack.json("/lb/events").await?;
+        events = stack.get("/lb/events").await?;
     }
     let since = |t: f64| (t - kill_unix_ms).max(0.0);
-    let detected = event_after(&events, &["suspect", "exited", "down"], kill_unix_ms)
-        .map(|(t, kind)| (since(t), kind.to_owned()));
-    let replaced_ms = event_after(&events, &["replaced"], kill_unix_ms).map(|(t, _)| since(t));
+    let detected = event_after(&events, EventKind::is_failure, kill_unix_ms)
+        .map(|(t, kind)| (since(t), kind.to_string()));
+    let replaced_ms = event_after(&events, replaced, kill_unix_ms).map(|(t, _)| since(t));
     let first_served_ms = report
         .trace
         .as_deref()

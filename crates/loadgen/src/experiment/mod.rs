@@ -170,8 +170,8 @@ impl Variant {
             label,
             policy,
             preset,
-            slots: 512,
-            vnodes: 9,
+            slots: ring::RingConfig::SPEC.slots,
+            vnodes: ring::RingConfig::SPEC.vnodes,
         }
     }
 
@@ -217,9 +217,9 @@ pub(crate) async fn measure(
 
 /// Counts per replica, in replica order `server-1..server-n`.
 pub(crate) fn counts(report: &crate::Report, replicas: usize) -> Vec<(String, u64)> {
-    (1..=replicas)
+    (1..=u32::try_from(replicas).unwrap_or(u32::MAX))
         .map(|i| {
-            let name = format!("server-{i}");
+            let name = balancer::replica::generated_name(i);
             let n = report.per_replica.get(&name).copied().unwrap_or(0);
             (name, n)
         })

@@ -1,14 +1,11 @@
 //! A stack for one measurement: a balancer (in this process) over replica
 //! processes, started fresh and torn down after, so runs never share state.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use balancer::{
     Balancer, Config,
-    orchestrator::{
-        DockerOrchestrator, Orchestrator, ProcessOrchestrator, docker::DockerSettings,
-        process::BackendCommand,
-    },
+    orchestrator::{DockerArgs, ProcessArgs},
 };
 
 use super::ExperimentError;
@@ -19,7 +16,7 @@ pub struct StackSpec {
     pub replicas: usize,
     pub policy: String,
     pub preset: ring::HashPreset,
-    /// Ring shape (`--slots`, `--vnodes`); the spec's 512 and 9 by default.
+    /// Ring shape (`--slots`, `--vnodes`); the spec's by default.
     pub slots: u64,
     pub vnodes: u32,
     pub key: String,
@@ -30,9 +27,9 @@ impl StackSpec {
         Self {
             replicas,
             policy: policy.into(),
-            preset: ring::HashPreset::Spec,
-            slots: 512,
-            vnodes: 9,
+            preset: ring::RingConfig::SPEC.preset,
+            slots: ring::RingConfig::SPEC.slots,
+            vnodes: ring::RingConfig::SPEC.vnodes,
             key: "random".into(),
         }
     }
@@ -50,7 +47,7 @@ impl Stack {
         settings: &super::Settings,
     ) -> Result<Self, ExperimentError> {
         let key = spec.key.parse().map_err(ExperimentError::Stack)?;
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".into(),
             replicas: spec.replicas,
             max_replicas: 16,
@@ -61,32 +58,27 @@ impl Stack {
             key,
             health_interval: Duration::from_millis(250),
             health_timeout: Duration::from_millis(250),
+            stop_timeout: Duration::from_secs(2),
             ..Config::default()
         };
-        let orchestrator: Arc<dyn Orchestrator> = if settings.docker {
-            Arc::new(DockerOrchestrator::connect(DockerSettings {
-                image: "lb-backend:latest".into(),
-                network: "net1".into(),
+        if settings.docker {
+            config.orchestrator = "docker".into();
+            config.docker = DockerArgs {
                 // Its own label: an experiment never adopts or removes the
                 // containers of a `just up` stack.
-                project: "lb-experiment".into(),
-                stop_timeout: 2,
-                socket: None,
-                remove_on_shutdown: true,
-            }))
-        } else {
-            let command = BackendCommand {
-                program: settings.replica_program.clone(),
-                args: vec!["backend".into()],
+                docker_project: "lb-experiment".into(),
+                docker_remove_on_exit: true,
+                ..config.docker
             };
-            Arc::new(ProcessOrchestrator::new(
-                command,
-                Vec::new(),
-                Duration::from_secs(5),
-            ))
-        };
+        } else {
+            config.orchestrator = "process".into();
+            config.process = ProcessArgs {
+                backend_bin: Some(settings.replica_program.clone()),
+                backend_arg: vec!["backend".into()],
+                ..config.process
+            };
+        }
         let running = Balancer::new(config)
-            .with_orchestrator(orchestrator)
             .start()
             .await
             .map_err(|e| ExperimentError::Stack(e.to_string()))?;
@@ -113,6 +105,17 @@ impl Stack {
             )));
         }
         Ok(stack)
+    }
+
+    /// GET `path` on the balancer, parsed as `T` (the balancer's own types:
+    /// `Status`, `Events`).
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ExperimentError> {
+        let (_, body) = self.request("GET", path, "").await?;
+        serde_json::from_str(&body)
+            .map_err(|e| ExperimentError::Failed(format!("{path}: {e}: {body}")))
     }
 
     /// GET `path` on the balancer, as JSON.

@@ -1,18 +1,19 @@
 //! Configuration: every flag, its `LB_*` environment variable, and the
 //! optional TOML file given by `--config`. Flags win over the environment,
-//! the environment over the file, the file over defaults.
-//!
-//! The file is applied by turning its keys into flags placed *before* the
-//! real command line (clap lets a later flag override an earlier one), and
-//! skipping keys whose environment variable is set. So one parser, with one
-//! set of validation rules and one `--help`, serves all three sources.
+//! the environment over the file, the file over defaults ([`file`]).
+//! [`parts`] derives each component's settings from these flags.
 
-use std::{collections::HashMap, ffi::OsString, path::PathBuf, time::Duration};
+mod file;
+mod parts;
+
+use std::{path::PathBuf, time::Duration};
 
 use clap::{
-    Args, CommandFactory, FromArgMatches, Parser, Subcommand,
+    Args, Parser, Subcommand,
     builder::{PossibleValue, PossibleValuesParser},
 };
+
+pub use file::{ConfigError, parse};
 
 use crate::policy::KeySource;
 
@@ -166,129 +167,6 @@ impl Default for Config {
     }
 }
 
-/// Errors reading the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid TOML: {source}")]
-    Toml {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("{path}: unknown option '{key}'")]
-    UnknownKey { path: PathBuf, key: String },
-    #[error(
-        "{path}: option '{key}' has an unsupported value (use a string, number, boolean or a list of them)"
-    )]
-    BadValue { path: PathBuf, key: String },
-    #[error(transparent)]
-    Clap(#[from] clap::Error),
-}
-
-impl Config {
-    /// Options of the policies (ring shape, load slack).
-    pub fn policy_options(&self) -> crate::policy::PolicyOptions {
-        crate::policy::PolicyOptions {
-            ring: ring::RingConfig {
-                slots: self.slots,
-                vnodes: self.vnodes.unwrap_or_else(|| self.slots.max(2).ilog2()),
-                preset: self.hash_preset,
-            },
-            bounded_eps: self.bounded_eps,
-        }
-    }
-
-    /// Settings of membership changes.
-    pub fn supervisor_settings(
-        &self,
-        weights: HashMap<String, u32>,
-    ) -> crate::supervisor::Settings {
-        crate::supervisor::Settings {
-            max_replicas: self.max_replicas,
-            ready_timeout: self.ready_timeout,
-            drain_timeout: self.drain_timeout,
-            retry_backoff: crate::supervisor::REPLACE_RETRY_BACKOFF,
-            weights,
-            health: self.health_config(),
-        }
-    }
-
-    /// Settings of active health checks.
-    pub fn health_config(&self) -> crate::health::HealthConfig {
-        crate::health::HealthConfig {
-            interval: self.health_interval,
-            timeout: self.health_timeout,
-            fall: self.fall,
-            rise: self.rise,
-        }
-    }
-
-    /// Settings of the data path; `manages_replicas` when the replicas are
-    /// ours (their 404 then becomes the spec's 400).
-    pub fn proxy_config(&self, manages_replicas: bool) -> crate::proxy::ProxyConfig {
-        crate::proxy::ProxyConfig {
-            key: self.key.clone(),
-            retries: self.retries,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            spec_not_found: manages_replicas,
-            max_idle_per_replica: self.max_idle,
-        }
-    }
-
-    /// The facts `/lb/status` shows.
-    pub fn status_settings(
-        &self,
-        listen: std::net::SocketAddr,
-        orchestrator: &str,
-        options: &crate::policy::PolicyOptions,
-    ) -> crate::admin::status::Settings {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        crate::admin::status::Settings {
-            listen: listen.to_string(),
-            orchestrator: orchestrator.to_owned(),
-            key: self.key.to_string(),
-            hash_preset: self.hash_preset.to_string(),
-            slots: options.ring.slots,
-            vnodes: options.ring.vnodes,
-            max_replicas: self.max_replicas,
-            policies: crate::policy::names()
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            health: crate::admin::status::HealthSettings {
-                interval_ms: ms(self.health_interval),
-                timeout_ms: ms(self.health_timeout),
-                fall: self.fall,
-                rise: self.rise,
-            },
-            retries: self.retries,
-        }
-    }
-
-    /// Weights from `--weight NAME=W`.
-    pub fn weights(&self) -> Result<HashMap<String, u32>, String> {
-        self.weight
-            .iter()
-            .map(|w| {
-                let (name, value) = w
-                    .split_once('=')
-                    .ok_or_else(|| format!("--weight '{w}' is not NAME=W"))?;
-                let value: u32 = value
-                    .parse()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| format!("--weight '{w}': W must be a positive integer"))?;
-                Ok((name.to_owned(), value))
-            })
-            .collect()
-    }
-}
-
 /// Parses `500ms`, `2s`, `1m`, or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -304,83 +182,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("'{s}': unknown unit '{unit}' (ms, s, m)")),
     }
-}
-
-/// Parses the command line `args` (program name first) with the file named
-/// by `--config`/`LB_CONFIG` applied underneath it.
-pub fn parse<I, T>(args: I) -> Result<Cli, ConfigError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let first = Cli::try_parse_from(&args)?;
-    let Some(path) = first
-        .config
-        .config
-        .clone()
-        .filter(|_| first.command.is_none())
-    else {
-        return Ok(first);
-    };
-    let file_args = file_args(&path)?;
-    let mut merged = Vec::with_capacity(args.len() + file_args.len());
-    merged.extend(args.first().cloned());
-    merged.extend(file_args.into_iter().map(OsString::from));
-    merged.extend(args.into_iter().skip(1));
-    let mut command = Cli::command();
-    let matches = command.try_get_matches_from_mut(merged)?;
-    Ok(Cli::from_arg_matches(&matches)?)
-}
-
-/// The file's options as flags, leaving out those the environment sets.
-fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
-        path: path.clone(),
-        source,
-    })?;
-    let command = Cli::command();
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = key.replace('_', "-");
-        let arg = command
-            .get_arguments()
-            .find(|a| a.get_long() == Some(flag.as_str()) && flag != "config")
-            .ok_or_else(|| ConfigError::UnknownKey {
-                path: path.clone(),
-                key: key.clone(),
-            })?;
-        if arg
-            .get_env()
-            .is_some_and(|env| std::env::var_os(env).is_some())
-        {
-            continue;
-        }
-        let bad = || ConfigError::BadValue {
-            path: path.clone(),
-            key: key.clone(),
-        };
-        let scalar = |v: &toml::Value| match v {
-            toml::Value::String(s) => Some(s.clone()),
-            toml::Value::Integer(i) => Some(i.to_string()),
-            toml::Value::Float(f) => Some(f.to_string()),
-            toml::Value::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        };
-        match &value {
-            toml::Value::Array(items) => {
-                for item in items {
-                    out.push(format!("--{flag}={}", scalar(item).ok_or_else(bad)?));
-                }
-            }
-            v => out.push(format!("--{flag}={}", scalar(v).ok_or_else(bad)?)),
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -407,32 +208,6 @@ mod tests {
     }
 
     #[test]
-    fn file_values_sit_under_flags() {
-        let dir = std::env::temp_dir().join(format!("lb-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("lb.toml");
-        std::fs::write(&path, "replicas = 5\npolicy = \"round-robin\"\nhealth_interval = \"1s\"\nweight = [\"a=2\", \"b=3\"]\n")
-            .expect("write");
-        let cli = parse([
-            "balancer",
-            "--config",
-            path.to_str().expect("utf8"),
-            "--replicas",
-            "4",
-        ])
-        .expect("parses");
-        assert_eq!(cli.config.replicas, 4, "the flag wins");
-        assert_eq!(cli.config.policy, "round-robin", "the file fills in");
-        assert_eq!(cli.config.health_interval, Duration::from_secs(1));
-        assert_eq!(cli.config.weights().expect("weights").get("b"), Some(&3));
-
-        std::fs::write(&path, "replicaz = 5\n").expect("write");
-        let err =
-            parse(["balancer", "--config", path.to_str().expect("utf8")]).expect_err("unknown key");
-        assert!(err.to_string().contains("replicaz"), "{err}");
-    }
-
-    #[test]
     fn bad_flags_are_refused() {
         assert!(parse(["balancer", "--key", "ip"]).is_err());
         assert!(parse(["balancer", "--hash-preset", "md5"]).is_err());
@@ -447,6 +222,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_registered_policy_and_orchestrator() {
+        use clap::CommandFactory as _;
         let help = Cli::command().render_long_help().to_string();
         for (name, about) in crate::policy::REGISTRY
             .iter()
