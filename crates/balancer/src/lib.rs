@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod change;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -89,7 +90,7 @@ impl Balancer {
         let weights = c.weights().map_err(StartError::Config)?;
         let orchestrator = match self.orchestrator {
             Some(o) => o,
-            None => orchestrator::from_config(c)?,
+            None => orchestrator::from_config(&c.orchestrator)?,
         };
         let listener = tokio::net::TcpListener::bind(&c.listen)
             .await

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use balancer::{Balancer, Config, orchestrator::StaticArgs};
+use balancer::{
+    Balancer, Config,
+    orchestrator::{OrchestratorConfig, StaticArgs},
+};
 use common::{local_backend, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,9 +26,12 @@ async fn over(
 ) -> (balancer::Running, String) {
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: "static".into(),
-        upstreams: StaticArgs {
-            upstream: upstreams,
+        orchestrator: OrchestratorConfig {
+            kind: "static".into(),
+            upstreams: StaticArgs {
+                upstream: upstreams,
+            },
+            ..OrchestratorConfig::default()
         },
         policy: policy.into(),
         // Keep health checks out of the way: these tests are about the data path.

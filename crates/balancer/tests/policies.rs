@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use balancer::{
     Balancer, Config,
-    orchestrator::StaticArgs,
+    orchestrator::{OrchestratorConfig, StaticArgs},
     policy::{Pick, Policy},
 };
 use common::{LocalBackend, local_backend, replica_of, start_balancer};
@@ -31,13 +31,16 @@ async fn in_process(
 ) -> balancer::Running {
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: "static".into(),
-        upstreams: StaticArgs {
-            upstream: backends
-                .iter()
-                .enumerate()
-                .map(|(i, b)| format!("s{}={}", i + 1, b.url))
-                .collect(),
+        orchestrator: OrchestratorConfig {
+            kind: "static".into(),
+            upstreams: StaticArgs {
+                upstream: backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("s{}={}", i + 1, b.url))
+                    .collect(),
+            },
+            ..OrchestratorConfig::default()
         },
         policy: policy.into(),
         ..Config::default()
@@ -184,12 +187,15 @@ async fn static_upstream_down_then_up_after_rise() {
     let steady = local_backend("steady", 0).await;
     let config = Config {
         listen: "127.0.0.1:0".into(),
-        orchestrator: "static".into(),
-        upstreams: StaticArgs {
-            upstream: vec![
-                format!("flaky={}", flaky.url),
-                format!("steady={}", steady.url),
-            ],
+        orchestrator: OrchestratorConfig {
+            kind: "static".into(),
+            upstreams: StaticArgs {
+                upstream: vec![
+                    format!("flaky={}", flaky.url),
+                    format!("steady={}", steady.url),
+                ],
+            },
+            ..OrchestratorConfig::default()
         },
         policy: "round-robin".into(),
         health_interval: Duration::from_millis(50),

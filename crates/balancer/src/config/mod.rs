@@ -13,6 +13,7 @@ use clap::{
     builder::{PossibleValue, PossibleValuesParser},
 };
 
+pub use crate::duration::parse_duration;
 pub use file::{ConfigError, parse};
 
 use crate::policy::KeySource;
@@ -47,15 +48,6 @@ fn policy_values() -> PossibleValuesParser {
     )
 }
 
-/// `--orchestrator`'s values, with their descriptions, from the registry.
-fn orchestrator_values() -> PossibleValuesParser {
-    PossibleValuesParser::new(
-        crate::orchestrator::REGISTRY
-            .iter()
-            .map(|(name, about, _)| PossibleValue::new(*name).help(*about)),
-    )
-}
-
 /// Everything the balancer can be told.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -72,12 +64,6 @@ pub struct Config {
     /// Most replicas the pool may hold; /add beyond it is refused.
     #[arg(long, env = "LB_MAX_REPLICAS", default_value_t = 16)]
     pub max_replicas: usize,
-    /// Who runs the replicas.
-    #[arg(long, env = "LB_ORCHESTRATOR", default_value = crate::orchestrator::DEFAULT_ORCHESTRATOR, value_parser = orchestrator_values())]
-    pub orchestrator: String,
-    /// How long a replica that is stopped gets to exit before it is killed.
-    #[arg(long, env = "LB_STOP_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub stop_timeout: Duration,
 
     /// Selection policy.
     #[arg(long, env = "LB_POLICY", default_value = crate::policy::DEFAULT_POLICY, value_parser = policy_values())]
@@ -148,13 +134,10 @@ pub struct Config {
     #[arg(long, env = "LB_LOG", default_value = "info")]
     pub log: String,
 
-    // Each orchestrator's own flags, in its own file.
+    /// `--orchestrator`, `--stop-timeout` and each orchestrator's own flags
+    /// (last, so their help headings do not swallow the options above).
     #[command(flatten)]
-    pub process: crate::orchestrator::process::ProcessArgs,
-    #[command(flatten)]
-    pub docker: crate::orchestrator::docker::DockerArgs,
-    #[command(flatten)]
-    pub upstreams: crate::orchestrator::r#static::StaticArgs,
+    pub orchestrator: crate::orchestrator::OrchestratorConfig,
 }
 
 impl Default for Config {
@@ -167,35 +150,9 @@ impl Default for Config {
     }
 }
 
-/// Parses `500ms`, `2s`, `1m`, or a bare number of milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 500ms or 2s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("'{s}': unknown unit '{unit}' (ms, s, m)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 
     #[test]
     fn defaults_are_the_documented_ones() {

@@ -7,23 +7,26 @@
 //! instance by its handle. The supervisor decides when to call it.
 //!
 //! Adding an orchestrator is one file here (the type, its flags as a clap
-//! `Args` struct, and a `build` function from the [`Config`]), one line in
-//! [`REGISTRY`], and one `#[command(flatten)]` line for its flags in
-//! `config.rs`.
+//! `Args` struct, and a `build` function from the [`OrchestratorConfig`]),
+//! one line in [`REGISTRY`], and one `#[command(flatten)]` line for its
+//! flags in [`OrchestratorConfig`].
 
 pub mod docker;
 pub mod process;
 pub mod r#static;
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{config::Config, replica::ReplicaId};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+pub use futures_util::future::BoxFuture;
+
+use crate::replica::ReplicaId;
 
 pub use docker::{DockerArgs, DockerOrchestrator};
 pub use process::{ProcessArgs, ProcessOrchestrator};
 pub use r#static::{StaticArgs, StaticOrchestrator};
 
-type Constructor = fn(&Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError>;
+type Constructor = fn(&OrchestratorConfig) -> Result<Arc<dyn Orchestrator>, OrchestratorError>;
 
 /// Every orchestrator `--orchestrator` accepts: name, one-line description,
 /// constructor. A new orchestrator is one more line here.
@@ -53,22 +56,65 @@ pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|(name, _, _)| *name).collect()
 }
 
-/// Builds the orchestrator `config.orchestrator` names, from its flags.
-pub fn from_config(config: &Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
+/// `--orchestrator`, what every orchestrator shares, and each one's flags.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Orchestrator")]
+pub struct OrchestratorConfig {
+    /// Who runs the replicas.
+    #[arg(long = "orchestrator", env = "LB_ORCHESTRATOR", default_value = DEFAULT_ORCHESTRATOR, value_parser = values())]
+    pub kind: String,
+    /// How long a replica that is stopped gets to exit before it is killed.
+    #[arg(long, env = "LB_STOP_TIMEOUT", default_value = "5s", value_parser = crate::duration::parse_duration)]
+    pub stop_timeout: Duration,
+    #[command(flatten)]
+    pub process: ProcessArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    #[command(flatten)]
+    pub upstreams: StaticArgs,
+}
+
+impl Default for OrchestratorConfig {
+    /// The defaults of the flags (and whatever `LB_*` variables set).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: OrchestratorConfig,
+        }
+        // The defaults are literals that parse (the config tests check).
+        #[allow(clippy::panic)]
+        <Flags as clap::Parser>::try_parse_from(["balancer"])
+            .unwrap_or_else(|e| panic!("orchestrator defaults parse: {e}"))
+            .config
+    }
+}
+
+/// `--orchestrator`'s values, with their descriptions, from the registry.
+fn values() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        REGISTRY
+            .iter()
+            .map(|(name, about, _)| PossibleValue::new(*name).help(*about)),
+    )
+}
+
+/// Builds the orchestrator `config.kind` names, from its flags.
+pub fn from_config(
+    config: &OrchestratorConfig,
+) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
     let (_, _, build) = REGISTRY
         .iter()
-        .find(|(name, _, _)| *name == config.orchestrator)
+        .find(|(name, _, _)| *name == config.kind)
         .ok_or_else(|| {
             OrchestratorError::Config(format!(
                 "unknown orchestrator '{}' (known: {})",
-                config.orchestrator,
+                config.kind,
                 names().join(", ")
             ))
         })?;
     build(config)
 }
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What to start.
 #[derive(Debug, Clone, PartialEq, Eq)]

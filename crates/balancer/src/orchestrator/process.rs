@@ -32,7 +32,6 @@ use tokio::{
 };
 
 use super::{BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::config::Config;
 
 /// Flags of the process orchestrator.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -56,7 +55,9 @@ pub struct ProcessArgs {
 }
 
 /// The process orchestrator of `config`.
-pub fn build(config: &Config) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
+pub fn build(
+    config: &super::OrchestratorConfig,
+) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
     let args = &config.process;
     let command = match &args.backend_bin {
         Some(program) => BackendCommand {

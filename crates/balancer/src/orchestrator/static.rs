@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::{config::Config, replica::generated_name};
+use crate::replica::generated_name;
 
 /// Flags of the static orchestrator.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -23,7 +23,9 @@ pub struct StaticArgs {
 }
 
 /// The static orchestrator of `config`'s `--upstream` list.
-pub fn build(config: &Config) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
+pub fn build(
+    config: &super::OrchestratorConfig,
+) -> Result<Arc<dyn Orchestrator>, OrchestratorError> {
     let list = &config.upstreams.upstream;
     if list.is_empty() {
         return Err(OrchestratorError::Config(

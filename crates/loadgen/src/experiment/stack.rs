@@ -58,24 +58,25 @@ impl Stack {
             key,
             health_interval: Duration::from_millis(250),
             health_timeout: Duration::from_millis(250),
-            stop_timeout: Duration::from_secs(2),
             ..Config::default()
         };
+        let o = &mut config.orchestrator;
+        o.stop_timeout = Duration::from_secs(2);
         if settings.docker {
-            config.orchestrator = "docker".into();
-            config.docker = DockerArgs {
+            o.kind = "docker".into();
+            o.docker = DockerArgs {
                 // Its own label: an experiment never adopts or removes the
                 // containers of a `just up` stack.
                 docker_project: "lb-experiment".into(),
                 docker_remove_on_exit: true,
-                ..config.docker
+                ..o.docker.clone()
             };
         } else {
-            config.orchestrator = "process".into();
-            config.process = ProcessArgs {
+            o.kind = "process".into();
+            o.process = ProcessArgs {
                 backend_bin: Some(settings.replica_program.clone()),
                 backend_arg: vec!["backend".into()],
-                ..config.process
+                ..o.process.clone()
             };
         }
         let running = Balancer::new(config)

@@ -26,7 +26,6 @@ use futures_util::StreamExt as _;
 mod adoption;
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::config::Config;
 use adoption::carry_out;
 pub use adoption::{AdoptionPlan, Found, plan_adoption};
 
@@ -51,7 +50,9 @@ pub struct DockerArgs {
 
 /// The Docker orchestrator of `config` (connects lazily: see
 /// [`DockerOrchestrator::connect`]).
-pub fn build(config: &Config) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
+pub fn build(
+    config: &super::OrchestratorConfig,
+) -> Result<std::sync::Arc<dyn Orchestrator>, OrchestratorError> {
     let args = &config.docker;
     Ok(std::sync::Arc::new(DockerOrchestrator::connect(
         DockerSettings {
