@@ -78,3 +78,12 @@ experiment-a4: (experiment "a4")
 
 # All four experiments.
 experiments: (experiment "a1" "a2" "a3" "a4")
+
+# A three-node Docker Swarm on this machine (own engines in network
+# namespaces; the host engine's swarm state is not touched). See swarm/lab.
+swarm-lab:
+    swarm/lab up
+
+# Remove the Swarm lab entirely and check that nothing of it is left.
+swarm-lab-down:
+    swarm/lab down
