@@ -1,9 +1,9 @@
 //! Durations as the command line, the environment and the TOML file write
-//! them: `500ms`, `2s`, `1m`, or a bare number of milliseconds.
+//! them: `500ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
 
 use std::time::Duration;
 
-/// Parses `500ms`, `2s`, `1m`, or a bare number of milliseconds.
+/// Parses `500ms`, `2s`, `1m`, `1h`, or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s
@@ -15,8 +15,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("'{s}': unknown unit '{unit}' (ms, s, m)")),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h)")),
     }
 }
 
@@ -30,6 +31,7 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5d").is_err());
     }
 }

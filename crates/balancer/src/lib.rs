@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activity;
 pub mod admin;
 pub mod change;
 pub mod config;
@@ -92,13 +93,17 @@ impl Balancer {
             Some(o) => o,
             None => orchestrator::from_config(&c.orchestrator)?,
         };
-        let listener = tokio::net::TcpListener::bind(&c.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: c.listen.clone(),
-                source,
-            })?;
+        let listener = bind(&c.listen).await?;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
+        let admin_listener = match &c.admin_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().map_err(StartError::Serve))
+            .transpose()?;
+        let max_connections = server::limit::effective_max_connections(c.limits.max_connections);
 
         let pool = Arc::new(pool::Pool::new(policy)?);
         let events = Arc::new(events::EventLog::default());
@@ -125,31 +130,75 @@ impl Balancer {
             events,
             admin_token: c.admin_token.clone().filter(|t| !t.is_empty()),
             max_replicas: c.max_replicas,
-            settings: c.status_settings(addr, orchestrator.kind(), &options),
+            settings: admin::status::Settings::from_config(
+                c,
+                addr,
+                admin_addr,
+                max_connections,
+                orchestrator.kind(),
+                &options,
+            ),
         });
-        let timeouts = server::ServeTimeouts {
-            header_read: c.header_read_timeout,
+        let options = server::ServeOptions {
+            timeouts: server::io::ClientTimeouts {
+                idle: c.limits.client_idle_timeout,
+                header_read: c.limits.header_read_timeout,
+                send: c.limits.send_timeout,
+            },
+            max_header_size: usize::try_from(c.limits.max_header_size).unwrap_or(usize::MAX),
+            max_connections,
             drain: c.drain_timeout,
+            role: if admin_listener.is_some() {
+                server::Role::Data
+            } else {
+                server::Role::Both
+            },
         };
         let stop = shutdown.clone();
+        let admin_task = admin_listener.map(|listener| {
+            let admin = server::ServeOptions {
+                role: server::Role::Admin,
+                max_connections: ADMIN_CONNECTIONS,
+                ..options
+            };
+            tokio::spawn(server::serve(listener, app.clone(), stop.clone(), admin))
+        });
         let task = tokio::spawn(async move {
             // Requests in flight finish (bounded), then replicas are drained
             // and stopped in order.
-            server::serve(listener, app, stop, timeouts).await;
+            server::serve(listener, app, stop, options).await;
+            if let Some(admin) = admin_task {
+                let _ = admin.await;
+            }
             supervisor_stop.cancel();
             let _ = supervisor.await;
         });
         Ok(Running {
             addr,
+            admin_addr,
             shutdown,
             task,
         })
     }
 }
 
+/// Connections the admin listener holds at once: its own small pool, so an
+/// operator gets in while the data listener is at its cap.
+const ADMIN_CONNECTIONS: usize = 256;
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
 /// A started balancer.
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -158,6 +207,11 @@ impl Running {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin API's own address, with `--admin-listen`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Stops accepting, finishes requests in flight, stops every replica it
@@ -172,6 +226,9 @@ impl Running {
 pub async fn run(config: Config) -> Result<(), StartError> {
     let running = Balancer::new(config).start().await?;
     println!("balancer listening on http://{}", running.addr());
+    if let Some(admin) = running.admin_addr() {
+        println!("admin API on http://{admin}");
+    }
     backend::shutdown_signal().await;
     tracing::info!("shutting down: draining requests and stopping replicas");
     running.stop().await;

@@ -27,6 +27,14 @@ pub struct Metrics {
     pub upstream_errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub no_replica: AtomicU64,
+    pub queue_timeouts: AtomicU64,
+    pub stale_connections: AtomicU64,
+    pub tunnels: AtomicU64,
+    pub client_body_timeouts: AtomicU64,
+    pub client_body_errors: AtomicU64,
+    pub client_bad_heads: AtomicU64,
+    /// Client connections open now.
+    pub connections: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -65,6 +73,36 @@ const COUNTERS: &[(&str, &str, CounterOf)] = &[
         "lb_no_replica_total",
         "Requests answered 503 because no replica was usable.",
         |m| &m.no_replica,
+    ),
+    (
+        "lb_queue_timeouts_total",
+        "Attempts that found their replica at --max-conns-per-replica for --queue-timeout.",
+        |m| &m.queue_timeouts,
+    ),
+    (
+        "lb_stale_connections_total",
+        "Pooled upstream connections found closed by their replica (not the replica's fault).",
+        |m| &m.stale_connections,
+    ),
+    (
+        "lb_tunnels_total",
+        "Upgraded connections (WebSocket) tunnelled to a replica.",
+        |m| &m.tunnels,
+    ),
+    (
+        "lb_client_body_timeouts_total",
+        "Requests whose body paused too long or came too slowly (the client's fault, 408).",
+        |m| &m.client_body_timeouts,
+    ),
+    (
+        "lb_client_body_errors_total",
+        "Requests whose body was malformed or cut off (the client's fault, 400).",
+        |m| &m.client_body_errors,
+    ),
+    (
+        "lb_client_bad_heads_total",
+        "Requests refused for their head: Host missing, twice or invalid (the client's fault, 400).",
+        |m| &m.client_bad_heads,
     ),
 ];
 
@@ -120,6 +158,12 @@ impl Metrics {
         );
     }
 
+    /// A client connection is open until the guard drops.
+    pub fn connection_opened(self: &std::sync::Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
     #[inline]
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +217,13 @@ impl Metrics {
             get(&self.latency_sum_us) as f64 / 1e6
         );
         let _ = writeln!(out, "lb_upstream_latency_seconds_count {cumulative}");
+        head(
+            &mut out,
+            "lb_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(out, "lb_connections {}", get(&self.connections));
         for (name, kind, help, value) in REPLICA_METRICS {
             head(&mut out, name, kind, help);
             for r in &snapshot.replicas {
@@ -186,6 +237,16 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+/// An open client connection, counted in `lb_connections`.
+#[derive(Debug)]
+pub struct OpenConnection(std::sync::Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

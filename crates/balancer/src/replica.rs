@@ -8,9 +8,14 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU8, AtomicU64, Ordering},
-    time::Instant,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The integer id of a replica on the ring: `server-1` is id 1.
 pub type ReplicaId = u32;
@@ -88,6 +93,8 @@ pub struct Replica {
     in_flight: AtomicU64,
     served: AtomicU64,
     failures: AtomicU64,
+    /// Requests it may have in flight at once (`--max-conns-per-replica`).
+    limit: Option<Arc<Semaphore>>,
 }
 
 impl Replica {
@@ -115,7 +122,15 @@ impl Replica {
             in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            limit: None,
         }
+    }
+
+    /// Limits it to `max` requests in flight at once (0: no limit).
+    #[must_use]
+    pub fn with_limit(mut self, max: usize) -> Self {
+        self.limit = (max > 0).then(|| Arc::new(Semaphore::new(max)));
+        self
     }
 
     #[must_use]
@@ -170,35 +185,66 @@ impl Replica {
     }
 
     /// Counts a request in flight until the guard is dropped (when the
-    /// response body has been sent, or the attempt failed).
+    /// response body has been sent, or the attempt failed). Under
+    /// `--max-conns-per-replica`, waits up to `queue` for a free place
+    /// first; `None` if none came.
     #[inline]
-    pub fn start_request(self: &std::sync::Arc<Self>) -> InFlight {
+    pub async fn admit(self: &Arc<Self>, queue: Duration) -> Option<InFlight> {
+        let permit = match &self.limit {
+            None => None,
+            Some(limit) => Some(
+                tokio::time::timeout(queue, limit.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?,
+            ),
+        };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        Some(InFlight {
+            replica: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Counts a request in flight regardless of any limit (policy tests).
+    #[cfg(test)]
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            replica: self.clone(),
+            _permit: None,
+        }
     }
 }
 
 /// A request in flight to a replica; dropping it ends the request.
 #[derive(Debug)]
-pub struct InFlight(std::sync::Arc<Replica>);
+pub struct InFlight {
+    replica: Arc<Replica>,
+    /// Its place under `--max-conns-per-replica`, if there is a limit.
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 impl InFlight {
     /// The request got a response from the replica.
     pub fn served(&self) {
-        self.0.served.fetch_add(1, Ordering::Relaxed);
+        self.replica.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn replica() -> Arc<Replica> {
         Arc::new(Replica::new(
@@ -210,10 +256,10 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn in_flight_counts_until_guard_drops() {
+    #[tokio::test]
+    async fn in_flight_counts_until_guard_drops() {
         let r = replica();
-        let a = r.start_request();
+        let a = r.admit(Duration::ZERO).await.expect("no limit");
         let b = r.start_request();
         assert_eq!(r.in_flight(), 2);
         drop(a);
@@ -221,6 +267,28 @@ mod tests {
         b.served();
         drop(b);
         assert_eq!((r.in_flight(), r.served()), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_queues_for_a_bounded_time() {
+        let r = Arc::new(
+            Replica::new("s1", 1, "127.0.0.1:1".parse().expect("addr"), 1, 0).with_limit(1),
+        );
+        let first = r.admit(Duration::from_secs(1)).await.expect("a free place");
+        assert!(
+            r.admit(Duration::from_secs(1)).await.is_none(),
+            "no place within 1 s"
+        );
+        let waiting = tokio::spawn({
+            let r = r.clone();
+            async move { r.admit(Duration::from_secs(5)).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(first);
+        assert!(
+            waiting.await.expect("task"),
+            "the place freed after 2 s was taken"
+        );
     }
 
     #[test]

@@ -159,29 +159,43 @@ async fn every_bad_input_is_a_json_4xx_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn admin_token_guards_add_and_rm() {
+async fn admin_token_guards_every_endpoint_that_reveals_or_changes_state() {
     let lb = start_balancer(&["--replicas", "1", "--admin-token", "s3cret"]).await;
     let (status, body) = lb.post("/add", r#"{"n": 1}"#).await;
     assert_eq!(status, 401, "{body}");
-    let wrong = lb
-        .http
-        .post(format!("{}/add", lb.url))
-        .bearer_auth("guess")
-        .body(r#"{"n": 1}"#);
+    let with = |method: reqwest::Method, path: &str, auth: Option<&str>| {
+        let mut req = lb.http.request(method, format!("{}{path}", lb.url));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth.to_owned());
+        }
+        req
+    };
+    let wrong = with(reqwest::Method::POST, "/add", Some("Bearer guess")).body(r#"{"n": 1}"#);
     assert_eq!(common::send(wrong).await.0, 401);
     let (status, _) = lb.delete("/rm", r#"{"n": 1}"#).await;
     assert_eq!(status, 401);
-    assert_eq!(lb.replicas().await.len(), 1, "nothing changed");
-    let right = lb
-        .http
-        .post(format!("{}/add", lb.url))
-        .bearer_auth("s3cret")
-        .body(r#"{"n": 1}"#);
+    // Reading the pool (names, addresses, pids, metrics) needs it too;
+    // the liveness probe and the replicas' paths do not.
+    for path in [
+        "/rep",
+        "/lb/status",
+        "/lb/metrics",
+        "/lb/events",
+        "/lb/nope",
+    ] {
+        let (status, body) = common::send(with(reqwest::Method::GET, path, None)).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["status"], "failure", "{path}");
+    }
+    assert_eq!(lb.get("/lb/health").await.0, 200);
+    assert_eq!(lb.get("/home").await.0, 200);
+    let listed = common::send(with(reqwest::Method::GET, "/rep", Some("Bearer s3cret"))).await;
+    assert_eq!((listed.0, &listed.1["message"]["N"]), (200, &json!(1)));
+    // The scheme is case-insensitive (RFC 9110 11.1).
+    let right = with(reqwest::Method::POST, "/add", Some("bearer s3cret")).body(r#"{"n": 1}"#);
     let (status, body) = common::send(right).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"]["N"], 2);
-    // Reading needs no token.
-    assert_eq!(lb.get("/rep").await.0, 200);
     lb.terminate().await;
 }
 

@@ -100,7 +100,7 @@ async fn no_replica_is_a_503_json_error() {
 async fn a_slow_replica_is_a_504() {
     let slow = local_backend("slow", 2_000).await;
     let (lb, url) = over(vec![slow.url.clone()], "round-robin", |c| {
-        c.response_timeout = Duration::from_millis(200)
+        c.limits.response_timeout = Duration::from_millis(200)
     })
     .await;
     let started = std::time::Instant::now();
@@ -211,7 +211,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     // nothing must not be held open forever.
     let live = local_backend("live", 0).await;
     let (lb, url) = over(vec![live.url.clone()], "round-robin", |c| {
-        c.header_read_timeout = Duration::from_millis(300)
+        c.limits.header_read_timeout = Duration::from_millis(300)
     })
     .await;
     let mut socket = tokio::net::TcpStream::connect(lb.addr())

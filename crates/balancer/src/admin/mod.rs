@@ -4,8 +4,10 @@
 //! Input is validated completely, once, before anything changes (into a
 //! [`Change`]): a request that fails validation gets a 4xx JSON error in the
 //! contract's shape and the pool is untouched. Errors map to responses in
-//! [`error`]. `/add` and `/rm` create and destroy processes or containers,
-//! so with `--admin-token` they require `Authorization: Bearer`.
+//! [`error`]. With `--admin-token`, every endpoint that reveals or changes
+//! state (`/rep`, `/add`, `/rm`, `/lb/*`) requires `Authorization: Bearer
+//! <token>` (the scheme in any case); only the `/lb/health` liveness probe
+//! stays open.
 
 pub mod error;
 pub mod status;
@@ -60,23 +62,42 @@ pub fn is_admin_path(path: &str) -> bool {
 
 /// Every route of the balancer.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/rep", get(rep))
         .route("/add", post(add))
         .route("/rm", delete(rm))
-        .route(
-            "/lb/health",
-            get(|| async { Json(json!({"status": "successful"})) }),
-        )
         .route("/lb/status", get(status))
         .route("/lb/metrics", get(metrics))
         .route("/lb/events", get(events))
         .route("/lb", any(not_found))
         .route("/lb/{*rest}", any(not_found))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route(
+            "/lb/health",
+            get(|| async { Json(json!({"status": "successful"})) }),
+        )
+        .merge(guarded)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // Only the paths `is_admin_path` accepts are routed here.
+        // Only the paths `is_admin_path` accepts are routed here (or every
+        // path, on an --admin-listen listener).
         .fallback(not_found)
         .with_state(app)
+}
+
+/// The token check in front of every guarded route.
+async fn require_token(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&app, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 fn membership(names: Vec<String>) -> Response {
@@ -88,22 +109,12 @@ async fn rep(State(app): State<Arc<App>>) -> Response {
     membership(app.control.members().await)
 }
 
-async fn add(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
+async fn add(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
     let change = read_change(body, Direction::Add, app.max_replicas).await?;
     Ok(membership(app.control.add(change).await?))
 }
 
-async fn rm(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    authorize(&app, &headers)?;
+async fn rm(State(app): State<Arc<App>>, body: Body) -> Result<Response, ApiError> {
     let change = read_change(body, Direction::Remove, usize::MAX).await?;
     Ok(membership(app.control.remove(change).await?))
 }
@@ -123,7 +134,7 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .unwrap_or("");
     // Constant time, so the token cannot be guessed byte by byte from timing.
     if subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into() {
@@ -131,6 +142,15 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive
+/// (RFC 9110 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -161,6 +181,19 @@ async fn events(State(app): State<Arc<App>>, Query(query): Query<EventsQuery>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+        ] {
+            assert_eq!(bearer(value), token, "{value}");
+        }
+    }
 
     #[test]
     fn admin_paths_are_exactly_the_routers() {

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{pool::Snapshot, replica::Health};
+use std::time::Duration;
+
+use crate::{config::Config, pool::Snapshot, replica::Health};
 
 /// The body of `/lb/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +21,8 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub listen: String,
+    /// Where the admin API listens when not on `listen`.
+    pub admin_listen: Option<String>,
     pub orchestrator: String,
     pub key: String,
     pub hash_preset: String,
@@ -29,6 +33,8 @@ pub struct Settings {
     pub policies: Vec<String>,
     pub health: HealthSettings,
     pub retries: usize,
+    /// Every limit and timeout in effect.
+    pub limits: crate::config::LimitsStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +59,42 @@ pub struct ReplicaStatus {
     pub generation: u64,
     pub pid: Option<u32>,
     pub uptime_s: f64,
+}
+
+impl Settings {
+    /// The facts `/lb/status` shows, from the configuration.
+    pub fn from_config(
+        c: &Config,
+        listen: std::net::SocketAddr,
+        admin_listen: Option<std::net::SocketAddr>,
+        max_connections: usize,
+        orchestrator: &str,
+        options: &crate::policy::PolicyOptions,
+    ) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            listen: listen.to_string(),
+            admin_listen: admin_listen.map(|a| a.to_string()),
+            orchestrator: orchestrator.to_owned(),
+            key: c.key.to_string(),
+            hash_preset: c.hash_preset.to_string(),
+            slots: options.ring.slots,
+            vnodes: options.ring.vnodes,
+            max_replicas: c.max_replicas,
+            policies: crate::policy::names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            health: HealthSettings {
+                interval_ms: ms(c.health_interval),
+                timeout_ms: ms(c.health_timeout),
+                fall: c.fall,
+                rise: c.rise,
+            },
+            retries: c.retries,
+            limits: c.limits.status(max_connections),
+        }
+    }
 }
 
 impl Status {

@@ -4,6 +4,7 @@
 //! [`parts`] derives each component's settings from these flags.
 
 mod file;
+mod limits;
 mod parts;
 
 use std::{path::PathBuf, time::Duration};
@@ -15,6 +16,7 @@ use clap::{
 
 pub use crate::duration::parse_duration;
 pub use file::{ConfigError, parse};
+pub use limits::{Limits, LimitsStatus};
 
 use crate::policy::KeySource;
 
@@ -99,12 +101,6 @@ pub struct Config {
     /// Consecutive answered heartbeats that put a replica back up.
     #[arg(long, env = "LB_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub rise: u32,
-    /// Timeout to connect to a replica.
-    #[arg(long, env = "LB_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// Timeout until a replica's response headers arrive (then 504).
-    #[arg(long, env = "LB_RESPONSE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub response_timeout: Duration,
     /// Extra attempts on other replicas when one fails (see README: Retries).
     #[arg(long, env = "LB_RETRIES", default_value_t = 2)]
     pub retries: usize,
@@ -117,14 +113,15 @@ pub struct Config {
     /// How long a removed replica may finish its requests before it is stopped.
     #[arg(long, env = "LB_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// How long a client may take to send a request's headers (also how
-    /// long an idle keep-alive client connection stays open).
-    #[arg(long, env = "LB_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
 
-    /// Require `Authorization: Bearer <token>` on /add and /rm.
+    /// Require `Authorization: Bearer <token>` on every admin endpoint that
+    /// reveals or changes state (/rep, /add, /rm, /lb/* but /lb/health).
     #[arg(long, env = "LB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve the admin API (/rep, /add, /rm, /lb/*) on this address
+    /// instead of --listen; --listen then forwards those paths to replicas.
+    #[arg(long, env = "LB_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
 
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long, env = "LB_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -134,8 +131,12 @@ pub struct Config {
     #[arg(long, env = "LB_LOG", default_value = "info")]
     pub log: String,
 
-    /// `--orchestrator`, `--stop-timeout` and each orchestrator's own flags
-    /// (last, so their help headings do not swallow the options above).
+    /// Limits and timeouts of the edge (after the options above: their
+    /// help heading would swallow what follows).
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// `--orchestrator`, `--stop-timeout` and each orchestrator's own flags.
     #[command(flatten)]
     pub orchestrator: crate::orchestrator::OrchestratorConfig,
 }

@@ -1,8 +1,8 @@
 //! What each part of the balancer is built from: the settings of the
-//! policy, the supervisor, health checks, the proxy and `/lb/status`, each
-//! derived from the flags in one place.
+//! policy, the supervisor, health checks and the proxy, each derived from
+//! the flags in one place (`/lb/status` builds its own from the config).
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use super::Config;
 
@@ -30,6 +30,7 @@ impl Config {
             drain_timeout: self.drain_timeout,
             retry_backoff: crate::supervisor::REPLACE_RETRY_BACKOFF,
             weights,
+            max_conns_per_replica: self.limits.max_conns_per_replica,
             health: self.health_config(),
         }
     }
@@ -47,43 +48,22 @@ impl Config {
     /// Settings of the data path; `manages_replicas` when the replicas are
     /// ours (their 404 then becomes the spec's 400).
     pub fn proxy_config(&self, manages_replicas: bool) -> crate::proxy::ProxyConfig {
+        let l = &self.limits;
         crate::proxy::ProxyConfig {
             key: self.key.clone(),
             retries: self.retries,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
+            connect_timeout: l.connect_timeout,
+            response_timeout: l.response_timeout,
             spec_not_found: manages_replicas,
             max_idle_per_replica: self.max_idle,
-        }
-    }
-
-    /// The facts `/lb/status` shows.
-    pub fn status_settings(
-        &self,
-        listen: std::net::SocketAddr,
-        orchestrator: &str,
-        options: &crate::policy::PolicyOptions,
-    ) -> crate::admin::status::Settings {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        crate::admin::status::Settings {
-            listen: listen.to_string(),
-            orchestrator: orchestrator.to_owned(),
-            key: self.key.to_string(),
-            hash_preset: self.hash_preset.to_string(),
-            slots: options.ring.slots,
-            vnodes: options.ring.vnodes,
-            max_replicas: self.max_replicas,
-            policies: crate::policy::names()
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            health: crate::admin::status::HealthSettings {
-                interval_ms: ms(self.health_interval),
-                timeout_ms: ms(self.health_timeout),
-                fall: self.fall,
-                rise: self.rise,
+            upload: crate::proxy::UploadLimits {
+                idle: l.client_body_timeout,
+                min_rate: l.client_body_min_rate,
+                grace: l.client_body_grace,
             },
-            retries: self.retries,
+            upstream_idle: l.upstream_idle_timeout,
+            tunnel_idle: l.tunnel_timeout,
+            queue_timeout: l.queue_timeout,
         }
     }
 

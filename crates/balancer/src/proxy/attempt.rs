@@ -1,16 +1,23 @@
-//! One attempt: a request sent to one replica, bounded by the response
-//! timeout, and what it came to. A replica that failed is blamed here, the
-//! one place passive health is fed.
+//! One attempt: a request sent to one replica and what it came to. The
+//! response timeout starts once the whole request has been sent (a long
+//! upload is not a slow replica). A failure is the client's when its upload
+//! failed, a stale pooled connection's when the connection predates the
+//! request and closed before answering, and otherwise the replica's, which
+//! is blamed here: the one place passive health is fed from the data path.
 
-use std::sync::Arc;
+use std::error::Error as _;
 
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
-use super::Proxy;
+use super::{
+    Proxy, connector,
+    upload::{ClientFault, Upload},
+};
 use crate::{
-    events::EventKind,
+    events::{EventKind, EventLog},
     metrics::Metrics,
     replica::{Health, InFlight, Replica},
 };
@@ -20,55 +27,85 @@ pub(super) enum Outcome {
     /// The replica answered; the request stays counted in flight on it
     /// until the response body has been relayed.
     Answered(Response<Incoming>, InFlight),
+    /// The client's upload failed; nothing is the replica's fault.
+    ClientFault(ClientFault),
+    /// A pooled connection the replica had closed; not the replica's fault.
+    Stale,
     /// The replica refused (`connect`: nothing was sent) or closed or reset
     /// the connection before answering.
     Failed { connect: bool },
-    /// No response head within `--response-timeout`.
+    /// No response head within `--response-timeout` of the request's end.
     TimedOut,
 }
 
 impl Proxy {
-    pub(super) async fn attempt(&self, replica: &Arc<Replica>, upstream: Request<Body>) -> Outcome {
-        let in_flight = replica.start_request();
-        let sent =
-            tokio::time::timeout(self.config.response_timeout, self.client.request(upstream)).await;
-        match sent {
-            Ok(Ok(resp)) => {
-                in_flight.served();
-                Outcome::Answered(resp, in_flight)
-            }
-            Ok(Err(e)) => {
-                drop(in_flight);
-                let connect = e.is_connect();
-                Metrics::inc(if connect {
-                    &self.metrics.connect_errors
-                } else {
-                    &self.metrics.upstream_errors
-                });
-                tracing::debug!(replica = %replica.name, error = %e, connect, "upstream request failed");
-                self.blame(replica, || format!("proxied request failed: {e}"));
-                Outcome::Failed { connect }
-            }
-            Err(_) => {
-                drop(in_flight);
+    pub(super) async fn attempt(
+        &self,
+        in_flight: InFlight,
+        upstream: Request<Body>,
+        upload: &Upload,
+    ) -> Outcome {
+        let since = Instant::now();
+        let deadline = async {
+            upload.sent().await;
+            tokio::time::sleep(self.config.response_timeout).await;
+        };
+        let sent = tokio::select! {
+            sent = self.client.request(upstream) => sent,
+            () = deadline => {
                 Metrics::inc(&self.metrics.timeouts);
-                self.blame(replica, || {
-                    format!(
-                        "no answer within {} ms",
-                        self.config.response_timeout.as_millis()
-                    )
+                let timeout = self.config.response_timeout;
+                blame(in_flight.replica(), &self.events, || {
+                    format!("no answer within {} ms", timeout.as_millis())
                 });
-                Outcome::TimedOut
+                return Outcome::TimedOut;
             }
+        };
+        let e = match sent {
+            Ok(resp) => {
+                in_flight.served();
+                return Outcome::Answered(resp, in_flight);
+            }
+            Err(e) => e,
+        };
+        let replica = in_flight.replica().clone();
+        drop(in_flight);
+        if let Some(fault) = upload.fault() {
+            tracing::debug!(replica = %replica.name, ?fault, "the client's upload failed");
+            return Outcome::ClientFault(fault);
         }
+        let connect = e.is_connect();
+        if !connect && connector::was_reused(&e, since) && closed_before_answer(&e) {
+            Metrics::inc(&self.metrics.stale_connections);
+            tracing::debug!(replica = %replica.name, error = %e, "a pooled connection was closed by the replica");
+            return Outcome::Stale;
+        }
+        Metrics::inc(if connect {
+            &self.metrics.connect_errors
+        } else {
+            &self.metrics.upstream_errors
+        });
+        tracing::debug!(replica = %replica.name, error = %e, connect, "upstream request failed");
+        blame(&replica, &self.events, || {
+            format!("proxied request failed: {e}")
+        });
+        Outcome::Failed { connect }
     }
+}
 
-    /// Counts a failure of `replica` and takes it out of rotation until
-    /// health checks see it answer again (the event says `why`).
-    fn blame(&self, replica: &Replica, why: impl FnOnce() -> String) {
-        replica.record_failure();
-        if replica.transition(Health::Up, Health::Suspect) {
-            self.events.record(EventKind::Suspect, &replica.name, why());
-        }
+/// Whether the connection closed before any response came (the error a
+/// request gets when the replica closed an idle connection under it).
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    e.source()
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+}
+
+/// Counts a failure of `replica` and takes it out of rotation until
+/// health checks see it answer again (the event says `why`).
+pub(super) fn blame(replica: &Replica, events: &EventLog, why: impl FnOnce() -> String) {
+    replica.record_failure();
+    if replica.transition(Health::Up, Health::Suspect) {
+        events.record(EventKind::Suspect, &replica.name, why());
     }
 }

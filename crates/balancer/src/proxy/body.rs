@@ -1,26 +1,93 @@
 //! The response body the proxy relays: the replica's body, holding the
-//! request counted in flight on its replica until the body has been sent.
+//! request counted in flight on its replica (and on its client connection)
+//! until the body has been sent, and bounded in time: a replica that pauses
+//! its body longer than `--upstream-idle-timeout` has the response cut off
+//! (the client sees it truncated, never silently shortened) and is blamed.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
-use crate::replica::InFlight;
+use super::attempt::blame;
+use crate::{activity::RequestGuard, events::EventLog, replica::InFlight};
 
 /// A response body that keeps its request counted in flight until it ends.
 pub(super) struct InFlightBody {
-    pub(super) inner: Incoming,
-    pub(super) _in_flight: InFlight,
+    inner: Incoming,
+    in_flight: InFlight,
+    idle_timeout: Duration,
+    /// Armed only once the body has to wait (most bodies never do).
+    idle: Option<Pin<Box<Sleep>>>,
+    events: Arc<EventLog>,
+    _request: Option<RequestGuard>,
+}
+
+impl InFlightBody {
+    pub(super) fn new(
+        inner: Incoming,
+        in_flight: InFlight,
+        idle_timeout: Duration,
+        events: Arc<EventLog>,
+        request: Option<RequestGuard>,
+    ) -> Self {
+        Self {
+            inner,
+            in_flight,
+            idle_timeout,
+            idle: None,
+            events,
+            _request: request,
+        }
+    }
 }
 
 impl hyper::body::Body for InFlightBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                blame(this.in_flight.replica(), &this.events, || {
+                    format!("its response body failed: {e}")
+                });
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                blame(this.in_flight.replica(), &this.events, || {
+                    format!(
+                        "its response body paused longer than {} ms",
+                        timeout.as_millis()
+                    )
+                });
+                Poll::Ready(Some(Err("the replica's response body stalled".into())))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -13,8 +13,15 @@ use crate::error::failure;
 pub(super) enum UpstreamError {
     /// No replica was usable (all down, or all tried).
     NoReplica,
-    /// The request body could not be read from the client.
+    /// The client's request body was malformed or cut off.
     BadRequestBody,
+    /// The client's request body paused too long or came too slowly.
+    ClientTimeout,
+    /// Every replica tried was at its `--max-conns-per-replica` limit for
+    /// the whole `--queue-timeout`.
+    Busy,
+    /// A replica switched protocols on a request that did not ask it to.
+    UnaskedSwitch,
     /// Nothing was sent: no replica accepted a connection.
     Connect,
     /// The replica closed or reset the connection before answering.
@@ -30,9 +37,22 @@ impl UpstreamError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no healthy replica is available",
             ),
-            Self::BadRequestBody => {
-                failure(StatusCode::BAD_REQUEST, "could not read the request body")
-            }
+            Self::BadRequestBody => failure(
+                StatusCode::BAD_REQUEST,
+                "the request body was malformed or cut off",
+            ),
+            Self::ClientTimeout => failure(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ),
+            Self::Busy => failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every replica tried is at its connection limit",
+            ),
+            Self::UnaskedSwitch => failure(
+                StatusCode::BAD_GATEWAY,
+                "the replica switched protocols on a request that did not ask to",
+            ),
             Self::Connect => failure(StatusCode::BAD_GATEWAY, "could not connect to any replica"),
             Self::Failed => failure(
                 StatusCode::BAD_GATEWAY,

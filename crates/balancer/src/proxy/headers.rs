@@ -1,5 +1,13 @@
 //! The headers a proxy rewrites: hop-by-hop headers removed both ways
 //! (RFC 9110 7.6.1), `X-Forwarded-*` and `Forwarded` (RFC 7239) added.
+//!
+//! What the balancer vouches for is its own: `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` are set, never passed on from the client, and the
+//! host it writes into `Forwarded` is a quoted-string, so a client cannot
+//! smuggle parameters into the element the balancer adds. `X-Forwarded-For`
+//! and `Forwarded` keep what earlier proxies added (they are lists). A
+//! client's `TE: trailers` is passed on (the only transfer coding a proxy
+//! may forward), and `Trailer` is not hop-by-hop: trailers go through.
 
 use std::net::SocketAddr;
 
@@ -7,15 +15,19 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether `name` is one of the fixed hop-by-hop headers.
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
 
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) names present is cheaper than seven hashed
@@ -36,13 +48,23 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes hop-by-hop headers and adds `X-Forwarded-*` and `Forwarded`.
+/// Removes hop-by-hop headers and adds `X-Forwarded-*` and `Forwarded`
+/// for a request that came from `client` over `proto` (`http`, `https`).
 ///
 /// Each value is written once into a buffer of the right size and handed
 /// to the header map without a copy: this runs for every request.
-pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
-    use std::fmt::Write as _;
+pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str) {
+    let trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|c| c.trim().eq_ignore_ascii_case("trailers"))
+        });
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let ip = client.ip();
 
     let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
@@ -55,11 +77,14 @@ pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
     if let Some(v) = header_value(xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert(HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.entry(X_FORWARDED_HOST).or_insert(host);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
 
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
@@ -79,9 +104,11 @@ pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
     } else {
         push_ip(&mut forwarded, ip);
     }
-    forwarded.push_str(";proto=http");
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     if let Some(host) = host {
-        let _ = write!(forwarded, ";host=\"{host}\"");
+        forwarded.push_str(";host=");
+        push_quoted(&mut forwarded, host);
     }
     if let Some(v) = header_value(forwarded) {
         headers.insert(header::FORWARDED, v);
@@ -96,6 +123,18 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// valid value (it always is here: built from `to_str` parts and an IP).
 fn header_value(s: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}
+
+/// Appends `s` as an RFC 7230 quoted-string: `"` and `\\` escaped.
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Appends an IP address as `Display` would, without the formatting
@@ -139,7 +178,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("lb.local"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        prepare_headers(&mut h, "127.0.0.9:5555".parse().expect("addr"));
+        prepare_headers(&mut h, "127.0.0.9:5555".parse().expect("addr"), "http");
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("x-secret").is_none());
         assert!(h.get("keep-alive").is_none());
@@ -154,9 +193,38 @@ mod tests {
     }
 
     #[test]
+    fn the_client_cannot_set_what_the_balancer_vouches_for() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static(r#"a", for=6.6.6.6;proto=https;host="b"#),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+        prepare_headers(&mut h, "10.0.0.2:1".parse().expect("addr"), "http");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], h[header::HOST]);
+        // The host stays one quoted-string: one element, one `for`.
+        assert_eq!(
+            h[header::FORWARDED],
+            r#"for=10.0.0.2;proto=http;host="a\", for=6.6.6.6;proto=https;host=\"b""#
+        );
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[header::TRAILER], "x-checksum");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        prepare_headers(&mut h, "10.0.0.2:1".parse().expect("addr"), "https");
+        assert!(h.get("x-forwarded-host").is_none());
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h.get(header::TE).is_none());
+    }
+
+    #[test]
     fn ipv6_clients_are_quoted_in_forwarded() {
         let mut h = HeaderMap::new();
-        prepare_headers(&mut h, "[::1]:80".parse().expect("addr"));
+        prepare_headers(&mut h, "[::1]:80".parse().expect("addr"), "http");
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
     }
 
@@ -164,7 +232,7 @@ mod tests {
     fn prior_forwarded_is_kept_and_ips_print_as_display_does() {
         let mut h = HeaderMap::new();
         h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
-        prepare_headers(&mut h, "0.10.100.255:1".parse().expect("addr"));
+        prepare_headers(&mut h, "0.10.100.255:1".parse().expect("addr"), "http");
         assert_eq!(
             h[header::FORWARDED],
             "for=10.0.0.1, for=0.10.100.255;proto=http"

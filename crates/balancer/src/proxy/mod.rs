@@ -8,18 +8,28 @@
 //! failed (refused, reset, or did not answer in time) is marked suspect at
 //! once: the passive half of health checking.
 //!
-//! The parts: [`payload`] (the request body, buffered for replay when
-//! small), [`headers`] (hop-by-hop and forwarding headers), [`attempt`]
-//! (one try on one replica and what it came to), [`tried`] (where a retry
-//! must not go), [`body`] (the relayed response body), [`error`] (the
-//! response for each way of failing).
+//! A failure is counted against whoever caused it: a client whose upload
+//! breaks or stalls gets 400 or 408 and the replica is not blamed; a pooled
+//! connection the replica had already closed is retried for a safe request
+//! without blame.
+//!
+//! The parts: [`upload`] (the client's body, time-bounded and watched),
+//! [`payload`] (the request body, buffered for replay when small),
+//! [`headers`] (hop-by-hop and forwarding headers), [`attempt`] (one try on
+//! one replica and what it came to), [`connector`] (upstream connections
+//! stamped with their age), [`tried`] (where a retry must not go),
+//! [`body`] (the relayed response body), [`tunnel`] (HTTP/1.1 upgrades),
+//! [`error`] (the response for each way of failing).
 
 mod attempt;
 mod body;
+mod connector;
 mod error;
 mod headers;
 mod payload;
 mod tried;
+mod tunnel;
+mod upload;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -34,20 +44,23 @@ use hyper_util::{
 use tokio::time::Instant;
 
 pub use payload::RETRY_BUFFER;
+pub use upload::{ClientFault, UploadLimits};
 
 use crate::{
+    activity::RequestGuard,
     error::failure,
     events::EventLog,
     metrics::Metrics,
     policy::{KeySource, Pick},
-    pool::Pool,
-    replica::InFlight,
+    pool::{Pool, Snapshot},
+    replica::{InFlight, Replica},
 };
-use attempt::Outcome;
+use attempt::{Outcome, blame};
 use body::InFlightBody;
 use error::UpstreamError;
 use payload::Payload;
 use tried::Tried;
+use upload::Upload;
 
 /// How long an idle upstream connection is kept (and TCP keep-alive probes
 /// it), so a replica's idle timeout rarely closes one under us.
@@ -66,6 +79,22 @@ pub struct ProxyConfig {
     /// (for replicas we run; a static upstream's 404 passes through).
     pub spec_not_found: bool,
     pub max_idle_per_replica: usize,
+    /// Time bounds of a client's upload.
+    pub upload: UploadLimits,
+    /// Longest pause in a replica's response body.
+    pub upstream_idle: Duration,
+    /// Longest silence, both ways, of an upgraded connection.
+    pub tunnel_idle: Duration,
+    /// How long a request waits for a place under a per-replica limit.
+    pub queue_timeout: Duration,
+}
+
+/// Who sent a request, as the proxy needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub addr: SocketAddr,
+    /// `http` or `https`: how the request reached the balancer.
+    pub proto: &'static str,
 }
 
 /// The forwarding half of the balancer.
@@ -73,7 +102,7 @@ pub struct ProxyConfig {
 pub struct Proxy {
     config: ProxyConfig,
     pool: Arc<Pool>,
-    client: Client<HttpConnector, Body>,
+    client: Client<connector::Connector, Body>,
     metrics: Arc<Metrics>,
     events: Arc<EventLog>,
 }
@@ -92,7 +121,7 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(UPSTREAM_IDLE)
             .pool_max_idle_per_host(config.max_idle_per_replica)
-            .build(connector);
+            .build(connector::Connector(connector));
         Self {
             config,
             pool,
@@ -103,22 +132,47 @@ impl Proxy {
     }
 
     /// Forwards one client request and answers it; never fails, never hangs:
-    /// every outcome is a response.
-    pub async fn forward<B>(&self, client_addr: SocketAddr, req: Request<B>) -> Response<Body>
+    /// every outcome is a response. `request` is the request's place on
+    /// its client connection; the response body holds it until it is sent.
+    pub async fn forward<B>(
+        &self,
+        client: ClientInfo,
+        mut req: Request<B>,
+        request: Option<RequestGuard>,
+    ) -> Response<Body>
     where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<axum::BoxError>,
     {
         Metrics::inc(&self.metrics.requests);
         let started = Instant::now();
+        let upgrade = tunnel::wants_upgrade(req.version(), req.headers())
+            .then(|| {
+                let protocol = req.headers().get(http::header::UPGRADE).cloned()?;
+                Some((hyper::upgrade::on(&mut req), protocol))
+            })
+            .flatten();
         let (mut parts, body) = req.into_parts();
-        let key = self.config.key.key(&parts, client_addr.ip());
-        let response = match Payload::read(body).await {
-            Ok(payload) => {
-                headers::prepare_headers(&mut parts.headers, client_addr);
-                self.send(parts, payload, key, started).await
+        let key = self.config.key.key(&parts, client.addr.ip());
+        let response = match Payload::read(body, self.config.upload).await {
+            Err(fault) => self.client_fault(fault),
+            Ok((payload, upload)) => {
+                headers::prepare_headers(&mut parts.headers, client.addr, client.proto);
+                match upgrade {
+                    Some((on_upgrade, protocol)) => {
+                        let to = tunnel::Upgrade {
+                            client: on_upgrade,
+                            protocol,
+                            request,
+                        };
+                        self.tunnel(parts, payload, key, to).await
+                    }
+                    None => {
+                        self.send(parts, payload, upload, key, started, request)
+                            .await
+                    }
+                }
             }
-            Err(payload::ReadError) => UpstreamError::BadRequestBody.response(),
         };
         self.metrics.response(response.status());
         response
@@ -130,8 +184,10 @@ impl Proxy {
         &self,
         mut parts: Parts,
         mut payload: Payload,
+        upload: Arc<Upload>,
         key: u64,
         started: Instant,
+        request: Option<RequestGuard>,
     ) -> Response<Body> {
         let path_and_query = parts.uri.path_and_query().cloned();
         let idempotent = is_idempotent(&parts.method);
@@ -139,38 +195,57 @@ impl Proxy {
         let snapshot = self.pool.load_full();
         let mut tried = Tried::new(self.config.retries + 1);
         let mut last_error = UpstreamError::NoReplica;
-        for attempt in 0..=self.config.retries {
-            let pick = Pick {
-                key,
-                replicas: &snapshot.replicas,
-                tried: tried.as_slice(),
+        // A stale pooled connection: the same replica, once, on a fresh one.
+        let mut again = None;
+        let mut stale_retried = false;
+        let mut attempt = 0;
+        while attempt <= self.config.retries {
+            let index = match again.take() {
+                Some(index) => index,
+                None => match self.pick(&snapshot, key, &mut tried) {
+                    Some(index) => index,
+                    None => break,
+                },
             };
-            let Some(index) = snapshot.policy.pick(&pick) else {
-                break;
-            };
-            tried.push(index);
             let replica = &snapshot.replicas[index];
+            let Some(in_flight) = replica.admit(self.config.queue_timeout).await else {
+                Metrics::inc(&self.metrics.queue_timeouts);
+                last_error = UpstreamError::Busy;
+                attempt += 1;
+                continue;
+            };
             let Some(body) = payload.take() else { break };
-            if attempt > 0 {
+            if attempt > 0 || stale_retried {
                 Metrics::inc(&self.metrics.retries);
             }
-            // The headers move into the attempt that cannot be followed by
-            // another; only an attempt that may be retried sends a copy.
-            let last = attempt == self.config.retries || !payload.replayable();
-            let headers = if last {
-                std::mem::take(&mut parts.headers)
-            } else {
+            // The headers move into an attempt that cannot be followed by
+            // another; only one that may be sent again sends a copy.
+            let may_resend = payload.replayable()
+                && (attempt < self.config.retries || (idempotent && !stale_retried));
+            let headers = if may_resend {
                 parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
             };
             let mut upstream = Request::new(body);
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
             *upstream.headers_mut() = headers;
 
-            match self.attempt(replica, upstream).await {
+            match self.attempt(in_flight, upstream, &upload).await {
                 Outcome::Answered(resp, in_flight) => {
                     self.metrics.upstream_latency(started.elapsed());
-                    return self.relay(resp, in_flight, &parts.uri);
+                    return self.relay(resp, in_flight, &parts.uri, request);
+                }
+                Outcome::ClientFault(fault) => return self.client_fault(fault),
+                Outcome::Stale => {
+                    last_error = UpstreamError::Failed;
+                    if idempotent && payload.replayable() && !stale_retried {
+                        stale_retried = true;
+                        again = Some(index);
+                        continue;
+                    }
+                    break;
                 }
                 Outcome::Failed { connect } => {
                     last_error = if connect {
@@ -189,6 +264,7 @@ impl Proxy {
                     break;
                 }
             }
+            attempt += 1;
         }
         if last_error == UpstreamError::NoReplica {
             Metrics::inc(&self.metrics.no_replica);
@@ -196,9 +272,124 @@ impl Proxy {
         last_error.response()
     }
 
+    /// The next replica for `key` that has not been tried; counted as tried.
+    fn pick(&self, snapshot: &Snapshot, key: u64, tried: &mut Tried) -> Option<usize> {
+        let pick = Pick {
+            key,
+            replicas: &snapshot.replicas,
+            tried: tried.as_slice(),
+        };
+        let index = snapshot.policy.pick(&pick)?;
+        tried.push(index);
+        Some(index)
+    }
+
+    /// An upgrade request: tunnelled to the replica the policy picks, or
+    /// relayed as a plain response if the replica does not switch.
+    async fn tunnel(
+        &self,
+        parts: Parts,
+        mut payload: Payload,
+        key: u64,
+        to: tunnel::Upgrade,
+    ) -> Response<Body> {
+        let snapshot = self.pool.load_full();
+        let mut tried = Tried::new(self.config.retries + 1);
+        let mut last_error = UpstreamError::NoReplica;
+        for _ in 0..=self.config.retries {
+            let Some(index) = self.pick(&snapshot, key, &mut tried) else {
+                break;
+            };
+            let replica: &Arc<Replica> = &snapshot.replicas[index];
+            let Some(in_flight) = replica.admit(self.config.queue_timeout).await else {
+                last_error = UpstreamError::Busy;
+                continue;
+            };
+            let Some(body) = payload.take() else { break };
+            let mut upstream = Request::new(body);
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+            *upstream.headers_mut() = parts.headers.clone();
+            tunnel::keep_upgrade_headers(upstream.headers_mut(), to.protocol.clone());
+            let opened = tunnel::open(
+                replica.addr,
+                upstream,
+                self.config.connect_timeout,
+                self.config.response_timeout,
+            )
+            .await;
+            let why = match opened {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    in_flight.served();
+                    let switching = tunnel::switching(&resp);
+                    tunnel::join(
+                        to,
+                        resp,
+                        in_flight,
+                        self.config.tunnel_idle,
+                        self.metrics.clone(),
+                    );
+                    return switching;
+                }
+                Ok(resp) => {
+                    in_flight.served();
+                    return self.relay(resp, in_flight, &parts.uri, to.request);
+                }
+                Err(tunnel::TunnelError::Connect) => {
+                    last_error = UpstreamError::Connect;
+                    "could not connect for an upgrade"
+                }
+                Err(tunnel::TunnelError::Failed) => {
+                    last_error = UpstreamError::Failed;
+                    "closed an upgrade request before answering"
+                }
+                Err(tunnel::TunnelError::TimedOut) => {
+                    last_error = UpstreamError::Timeout(self.config.response_timeout);
+                    "did not answer an upgrade request in time"
+                }
+            };
+            blame(replica, &self.events, || why.to_owned());
+            if last_error != UpstreamError::Connect || !payload.replayable() {
+                break;
+            }
+        }
+        last_error.response()
+    }
+
+    /// The answer to a request whose upload failed: the client's fault, so
+    /// its connection is closed (its framing cannot be trusted any more).
+    fn client_fault(&self, fault: ClientFault) -> Response<Body> {
+        let (counter, error) = match fault {
+            ClientFault::Stalled | ClientFault::TooSlow => (
+                &self.metrics.client_body_timeouts,
+                UpstreamError::ClientTimeout,
+            ),
+            ClientFault::Broken => (
+                &self.metrics.client_body_errors,
+                UpstreamError::BadRequestBody,
+            ),
+        };
+        Metrics::inc(counter);
+        let mut response = error.response();
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        response
+    }
+
     /// The upstream's response, streamed back; the replica counts the request
     /// in flight until the body is done.
-    fn relay(&self, resp: Response<Incoming>, in_flight: InFlight, uri: &Uri) -> Response<Body> {
+    fn relay(
+        &self,
+        resp: Response<Incoming>,
+        in_flight: InFlight,
+        uri: &Uri,
+        request: Option<RequestGuard>,
+    ) -> Response<Body> {
         if self.config.spec_not_found && resp.status() == StatusCode::NOT_FOUND {
             return failure(
                 StatusCode::BAD_REQUEST,
@@ -208,14 +399,27 @@ impl Proxy {
                 ),
             );
         }
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Only an upgrade request may be answered 101 (RFC 9110 15.2.2).
+            in_flight.replica().record_failure();
+            return UpstreamError::UnaskedSwitch.response();
+        }
         let (mut parts, body) = resp.into_parts();
+        // Both framings: Transfer-Encoding governs, and a Content-Length
+        // must not be passed on beside it (RFC 9112 6.3).
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(
             parts,
-            Body::new(InFlightBody {
-                inner: body,
-                _in_flight: in_flight,
-            }),
+            Body::new(InFlightBody::new(
+                body,
+                in_flight,
+                self.config.upstream_idle,
+                self.events.clone(),
+                request,
+            )),
         )
     }
 }

@@ -3,10 +3,16 @@
 //! Bodies up to [`RETRY_BUFFER`] bytes (by their declared size) are read
 //! whole first, so a retry can resend them; larger ones, and bodies of
 //! unknown size, stream through once and make their request not retryable.
+//! Either way the client's body is read through a [`ClientBody`], so its
+//! time bounds hold while it is buffered as well as while it streams.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
+
+use super::upload::{ClientBody, ClientFault, Upload, UploadLimits};
 
 /// Request bodies up to this size are buffered so a retry can resend them.
 pub const RETRY_BUFFER: u64 = 64 * 1024;
@@ -19,29 +25,33 @@ pub(super) enum Payload {
     Stream(Option<Body>),
 }
 
-/// The body could not be read from the client.
-#[derive(Debug)]
-pub(super) struct ReadError;
-
 impl Payload {
     /// Reads `body` whole if it is small enough to replay, or keeps it to
-    /// stream.
-    pub(super) async fn read<B>(body: B) -> Result<Self, ReadError>
+    /// stream; with the [`Upload`] that tells how its reading goes.
+    pub(super) async fn read<B>(
+        body: B,
+        limits: UploadLimits,
+    ) -> Result<(Self, Arc<Upload>), ClientFault>
     where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<axum::BoxError>,
     {
         if body.is_end_stream() {
-            return Ok(Self::Empty);
+            return Ok((Self::Empty, Upload::done()));
         }
-        if body.size_hint().upper().is_none_or(|n| n > RETRY_BUFFER) {
-            return Ok(Self::Stream(Some(Body::new(body))));
+        let upload = Upload::streaming();
+        let replayable = body.size_hint().upper().is_some_and(|n| n <= RETRY_BUFFER);
+        let body = ClientBody::new(body, upload.clone(), limits);
+        if !replayable {
+            return Ok((Self::Stream(Some(Body::new(body))), upload));
         }
-        http_body_util::Limited::new(body, RETRY_BUFFER as usize)
+        match http_body_util::Limited::new(body, RETRY_BUFFER as usize)
             .collect()
             .await
-            .map(|collected| Self::Buffered(collected.to_bytes()))
-            .map_err(|_| ReadError)
+        {
+            Ok(collected) => Ok((Self::Buffered(collected.to_bytes()), upload)),
+            Err(_) => Err(upload.fault().unwrap_or(ClientFault::Broken)),
+        }
     }
 
     /// Whether it can be sent more than once.

@@ -70,6 +70,8 @@ pub struct Settings {
     pub weights: HashMap<String, u32>,
     /// Active health checks of every member.
     pub health: crate::health::HealthConfig,
+    /// Most requests in flight to one replica (0: no limit).
+    pub max_conns_per_replica: usize,
 }
 
 type Reply = oneshot::Sender<Result<Vec<String>, MembershipError>>;
@@ -268,7 +270,9 @@ impl Supervisor {
                 .copied()
                 .unwrap_or(adopted.weight);
             let replica = Arc::new(
-                Replica::new(&name, id, instance.addr, weight, generation).with_pid(instance.pid),
+                Replica::new(&name, id, instance.addr, weight, generation)
+                    .with_pid(instance.pid)
+                    .with_limit(self.settings.max_conns_per_replica),
             );
             self.events
                 .record(EventKind::Adopted, &name, instance.addr.to_string());
@@ -368,7 +372,11 @@ impl Supervisor {
         instance: &Instance,
     ) -> Arc<Replica> {
         let weight = self.settings.weights.get(name).copied().unwrap_or(1);
-        Arc::new(Replica::new(name, id, instance.addr, weight, generation).with_pid(instance.pid))
+        Arc::new(
+            Replica::new(name, id, instance.addr, weight, generation)
+                .with_pid(instance.pid)
+                .with_limit(self.settings.max_conns_per_replica),
+        )
     }
 
     /// Refuses a change when someone else runs the replicas.

@@ -3,6 +3,8 @@
 //! balancer over in-process backends, and talk to it over loopback.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::{
     collections::BTreeMap,
     process::Stdio,

@@ -122,6 +122,7 @@ fn settings() -> Settings {
         retry_backoff: Duration::from_millis(10),
         weights: HashMap::new(),
         health: health(),
+        max_conns_per_replica: 0,
     }
 }
 

@@ -1,0 +1,192 @@
+//! A client connection's socket, with the client-side timeouts that hyper
+//! cannot see from where it sits.
+//!
+//! A client must keep making progress at what it is expected to do:
+//! - between requests (none in flight, nothing read since the last one
+//!   ended) it may stay silent for `--client-idle-timeout`;
+//! - once the first byte of a request has arrived, the whole head must
+//!   arrive within `--header-read-timeout` (slowloris);
+//! - a write the client does not read may wait `--send-timeout` at most (a
+//!   client that stops reading would otherwise pin its response, and the
+//!   upstream connection behind it, forever).
+//!
+//! Bodies have their own bounds (`proxy::upload`). Whether a request is in
+//! flight comes from [`Activity`].
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::{Instant, Sleep},
+};
+
+use crate::activity::Activity;
+
+/// The client-side timeouts of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub idle: Duration,
+    pub header_read: Duration,
+    pub send: Duration,
+}
+
+/// A socket with the client-side timeouts of the module doc.
+pub struct ClientIo<T> {
+    inner: T,
+    timeouts: ClientTimeouts,
+    activity: Arc<Activity>,
+    /// When the first byte of the request head now being read arrived.
+    head_started: Option<Instant>,
+    /// Fires at the read deadline (head or idle).
+    read_timer: Pin<Box<Sleep>>,
+    /// Since when a write has been waiting for the client to read.
+    write_blocked: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
+}
+
+impl<T> ClientIo<T> {
+    pub fn new(inner: T, timeouts: ClientTimeouts, activity: Arc<Activity>) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            timeouts,
+            activity,
+            // A new connection owes its first request head: slowloris is
+            // bounded from the accept.
+            head_started: Some(now),
+            read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.header_read)),
+            write_blocked: None,
+            write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
+        }
+    }
+
+    /// When waiting for the client's next bytes stops being acceptable,
+    /// and why; `None` while a request is in flight (its body has its own
+    /// bounds, and the client may wait for the response).
+    fn read_deadline(&self) -> Option<(Instant, &'static str)> {
+        if self.activity.busy() {
+            return None;
+        }
+        Some(match self.head_started {
+            Some(at) => (
+                at + self.timeouts.header_read,
+                "request head not received in time",
+            ),
+            None => (
+                self.activity.idle_since() + self.timeouts.idle,
+                "idle connection timed out",
+            ),
+        })
+    }
+}
+
+fn timed_out(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, why)
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.activity.busy() {
+                    // Bytes of a request in flight (its body), or the next
+                    // one pipelined behind it: its head timer starts when
+                    // hyper asks for more of it with nothing in flight.
+                    this.head_started = None;
+                } else if buf.filled().len() > before && this.head_started.is_none() {
+                    this.head_started = Some(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.activity.busy() {
+                    this.head_started = None;
+                    return Poll::Pending;
+                }
+                let Some((deadline, why)) = this.read_deadline() else {
+                    return Poll::Pending;
+                };
+                if this.read_timer.deadline() != deadline {
+                    this.read_timer.as_mut().reset(deadline);
+                }
+                ready!(this.read_timer.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out(why)))
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ClientIo<T> {
+    /// Turns a write that made no progress into an error once it has
+    /// waited `--send-timeout`.
+    fn on_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match result {
+            Poll::Ready(r) => {
+                self.write_blocked = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let since = *self.write_blocked.get_or_insert_with(Instant::now);
+                let deadline = since + self.timeouts.send;
+                if self.write_timer.deadline() != deadline {
+                    self.write_timer.as_mut().reset(deadline);
+                }
+                ready!(self.write_timer.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out("client did not read its response in time")))
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.on_write(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.on_write(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.on_write(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
