@@ -33,6 +33,13 @@ def raise_nofile(want=NOFILE):
     return soft
 
 
+def nofile_limit():
+    """The most file descriptors a child can have: the hard RLIMIT_NOFILE
+    after raise_nofile() (a container without CAP_SYS_RESOURCE keeps its
+    hard limit, e.g. 20000)."""
+    return raise_nofile()
+
+
 def start(cmd, cpus=None, env=None, cwd=None, nofile=None, stdout=None):
     """Starts `cmd` (pinned to `cpus` with taskset) in its own process group.
     `nofile` raises the child's RLIMIT_NOFILE first."""

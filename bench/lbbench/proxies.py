@@ -12,14 +12,17 @@ from . import procs
 HAPROXY_BALANCE = ("roundrobin", "leastconn")
 
 
-def haproxy_config(port, backends, threads, maxconn=5000, balance="roundrobin"):
+def haproxy_config(port, backends, threads, maxconn=5000, balance="roundrobin", ulimit_n=None):
     """`backends`: replica ports on 127.0.0.1. `maxconn` caps client
-    connections (global and per frontend)."""
+    connections (global and per frontend). `ulimit_n` pins HAProxy's file
+    descriptor budget (it otherwise asks for 2 x maxconn and refuses to
+    start above the hard RLIMIT_NOFILE)."""
     servers = "\n".join(f"    server s{i + 1} 127.0.0.1:{p}" for i, p in enumerate(backends))
+    ulimit = f"    ulimit-n {ulimit_n}\n" if ulimit_n else ""
     return f"""global
     nbthread {threads}
     maxconn {maxconn}
-
+{ulimit}
 defaults
     mode http
     option forwardfor
@@ -39,19 +42,29 @@ backend be
 """
 
 
+def haproxy_maxconn(connections, nofile=None):
+    """Room for `connections` clients (at least 5000, as always), but no
+    more than HAProxy can back with file descriptors: it needs two per
+    connection (client and server side) and refuses to start when the hard
+    RLIMIT_NOFILE is below that."""
+    limit = nofile or procs.nofile_limit()
+    return min(max(5000, connections + 100), (limit - 100) // 2)
+
+
 def nginx_worker_connections(connections):
-    """Each proxied client connection holds a second one upstream."""
-    return max(10000, 2 * connections + 1000)
+    """Each proxied client connection holds a second one upstream (nginx
+    counts both against worker_connections)."""
+    return max(10000, 2 * connections + 100)
 
 
 def nginx_config(port, backends, threads, workdir, worker_connections=10000, master_process=True,
-                 client_max_body_size=None):
+                 client_max_body_size=None, rlimit_nofile=None):
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
     user = "user root root;\n" if os.geteuid() == 0 else ""
     master = "" if master_process else "master_process off;\n"
     body = f"    client_max_body_size {client_max_body_size};\n" if client_max_body_size else ""
     return f"""{user}{master}worker_processes {threads};
-worker_rlimit_nofile {max(20000, 2 * worker_connections)};
+worker_rlimit_nofile {rlimit_nofile or max(20000, 2 * worker_connections)};
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log warn;
 daemon off;
@@ -166,7 +179,7 @@ def start(target, threads, backends, bins, workdir, cpus, connections=500, wrapp
         proc = procs.start(wrapper + cmd, cpus, nofile=nofile)
     elif target.kind == "haproxy":
         cfg = workdir / f"haproxy-{tag}-{port}.cfg"
-        cfg.write_text(haproxy_config(port, backends, threads, max(5000, connections + 1000),
+        cfg.write_text(haproxy_config(port, backends, threads, haproxy_maxconn(connections),
                                       target.policy or "roundrobin"))
         proc = procs.start(wrapper + ["haproxy", "-db", "-f", str(cfg)], cpus, nofile=nofile)
     elif target.kind == "nginx":
@@ -174,7 +187,8 @@ def start(target, threads, backends, bins, workdir, cpus, connections=500, wrapp
         d.mkdir(parents=True, exist_ok=True)
         cfg = d / "nginx.conf"
         cfg.write_text(nginx_config(port, backends, threads, d, nginx_worker_connections(connections),
-                                    master_process=not single_process, client_max_body_size="2m"))
+                                    master_process=not single_process, client_max_body_size="2m",
+                                    rlimit_nofile=min(procs.nofile_limit(), 2 * nginx_worker_connections(connections))))
         proc = procs.start(wrapper + ["nginx", "-c", str(cfg), "-p", str(d)], cpus, nofile=nofile)
     else:
         raise ValueError(target.kind)

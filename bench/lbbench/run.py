@@ -1,16 +1,37 @@
-"""Throughput and latency of the balancer beside HAProxy and nginx.
+"""Throughput and latency of the balancer beside HAProxy and nginx, and the
+dimensions users hit: instructions per request, 10,000 connections, 1 MiB
+bodies, 100 replicas, memory per connection.
 
-Starts 3 identical replicas (the `backend` binary) on loopback, then for
-each target in turn -- the replica itself (baseline), our balancer (static
-orchestrator, round robin), HAProxy (roundrobin) and nginx (upstream
-round robin) -- drives the same `wrk` load at `/home` and records requests/s,
-p50/p99/max latency, errors, the proxy's CPU seconds and its peak RSS.
-Every combination of concurrency (--connections) and proxy worker threads
-(--threads) is measured. Writes `results.json` (raw) into --out and calls
-`bench/report` to render `results.md` and `chart.svg` from it.
+Headline: 3 identical replicas (the `backend` binary) on loopback; for each
+combination of concurrency (--connections) and proxy worker threads
+(--threads), the targets -- the replica itself (baseline), our balancer
+(static orchestrator, round robin), HAProxy (roundrobin) and nginx
+(upstream round robin) -- get the same `wrk` load at `/home` in
+alternating rounds (direct, ours, HAProxy, nginx, direct, ours, ...; each
+run a fresh start, a warm-up, one measured run), so drift in the machine's
+speed hits all alike. Each row is the median round; every round is kept,
+and the table shows their spread. Recorded: requests/s, p50/p99/max
+latency, errors, the proxy's CPU seconds and peak RSS, and the CPU the
+rest of the machine used meanwhile.
+
+Suites (--suites, all by default; `--suites headline` for a quick run):
+  instructions  instructions per request: perf stat counters in every
+                headline run if the machine has them, else callgrind over
+                a fixed number of requests, 1 worker per proxy
+  c10k          10,000 concurrent connections (RLIMIT_NOFILE raised to the
+                hard limit; HAProxy maxconn, nginx worker_connections sized)
+  large         1 MiB responses and 1 MiB uploads, MB/s, through a static
+                nginx origin (the backend binary has no payload endpoint)
+  replicas100   100 replicas (one static nginx on 100 ports): every policy
+                of ours beside HAProxy roundrobin and leastconn
+  memory        RSS at rest, at 500 and 10,000 idle and active connections,
+                and KiB per connection
+
+Writes `results.json` (raw) into --out and calls `bench/report` to render
+`results.md`, `chart.svg` and `dimensions.svg` from it.
 
 CPU placement on a 2-core machine (see README "Benchmarks"): the load side
-(wrk and the 3 replicas, one runtime thread each) is pinned to the last
+(wrk and the replicas, one runtime thread each) is pinned to the last
 core; the proxy gets core 0 alone with 1 worker, and cores 0-1 with 2 (its
 second worker then shares the last core with the load side). The
 baseline runs wrk and the replica on the last core only.
@@ -19,7 +40,7 @@ Every process started here is stopped on exit, whatever the exit path.
 
 Usage: bench/run [--duration 3] [--repeat 3] [--connections 50,500] [--threads 1,2]
                  [--targets direct,ours,haproxy,nginx] [--out analysis/bench]
-                 [--bin-dir DIR] [--no-build] [--no-install]
+                 [--bin-dir DIR] [--no-build] [--no-install] [--suites LIST]
 """
 
 import argparse
@@ -31,25 +52,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import ANALYSIS, ROOT, cargo, log, procs, proxies, wrk
+from . import ANALYSIS, ROOT, cargo, counters, log, procs, proxies, suites
 from .machine import ensure_tools, machine
+from .measure import Load, Setup, alternate, describe_http, median_of, one_run
+from .proxies import Target
 
-
-class Context:
-    """What every measurement needs: binaries, replicas, CPU placement."""
-
-    def __init__(self, bins, workdir, load_cpus, proxy_cpus, before_bins=None):
-        self.bins = bins
-        self.before_bins = before_bins
-        self.workdir = workdir
-        self.load_cpus = load_cpus
-        self.proxy_cpus = proxy_cpus  # threads -> taskset list
-        self.backends = []  # replica ports
-        self.backend_pids = []
-
-    def start_replicas(self, n=3):
-        self.backends, self.backend_pids = proxies.start_replicas(self.bins, n, self.load_cpus)
-        return self.backends
+SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory"]
 
 
 def placement(threads):
@@ -57,78 +65,25 @@ def placement(threads):
     on the first N cores with N workers (sharing the last one if N = ncpu)."""
     ncpu = os.cpu_count() or 1
     load_cpus = str(ncpu - 1) if ncpu > 1 else "0"
-    proxy_cpus = {n: ("0" if min(n, ncpu) == 1 else f"0-{min(n, ncpu) - 1}") for n in threads}
+    proxy_cpus = {n: ("0" if min(n, ncpu) == 1 else f"0-{min(n, ncpu) - 1}") for n in sorted({1, *threads})}
     return load_cpus, proxy_cpus
 
 
-def strip(r, drop=("raw",)):
-    return {k: v for k, v in r.items() if k not in drop}
-
-
-def median_run(runs, key=lambda r: r["rps"]):
-    return dict(sorted(runs, key=key)[len(runs) // 2])
-
-
-def measure(target, threads, connections, args, ctx):
-    """A warm-up, then `--repeat` measured wrk runs against one start of
-    `target`; the run with the median req/s is the result, all are kept."""
-    if target == "direct":
-        port, proc = ctx.backends[0], None
-    else:
-        proc, port = proxies.start(target, threads, ctx.backends, ctx.bins, ctx.workdir, ctx.proxy_cpus[threads],
-                                   connections=connections, before_bins=ctx.before_bins)
-    url = f"http://127.0.0.1:{port}/home"
-    runs, pids = [], []
-    try:
-        wrk.run(url, connections, args.warmup, ctx.load_cpus)
-        for _ in range(args.repeat):
-            pids = procs.process_tree(proc.pid) if proc else []
-            cpu0, busy0 = procs.cpu_seconds(pids), procs.busy_seconds()
-            wrk0, be0 = procs.children_cpu_seconds(), procs.cpu_seconds(ctx.backend_pids)
-            r = wrk.run(url, connections, args.duration, ctx.load_cpus)
-            pids = procs.process_tree(proc.pid) if proc else []
-            proxy_cpu = procs.cpu_seconds(pids) - cpu0
-            r["proxy_cpu_s"] = round(proxy_cpu, 2) if proc else None
-            r["wrk_cpu_s"] = round(procs.children_cpu_seconds() - wrk0, 2)
-            r["backends_cpu_s"] = round(procs.cpu_seconds(ctx.backend_pids) - be0, 2)
-            # CPU used by anything else on the machine meanwhile: other
-            # people's work skews a run, so it is measured, not guessed.
-            r["other_cpu_s"] = round(procs.busy_seconds() - busy0 - proxy_cpu - r["wrk_cpu_s"] - r["backends_cpu_s"], 2)
-            runs.append(r)
-        rss = round(procs.peak_rss_kib(pids) / 1024, 1) if proc else None
-    finally:
-        if proc:
-            procs.stop(proc)
-    result = median_run(runs)
-    result.update(
-        target=target,
-        threads=threads,
-        connections=connections,
-        duration_s=args.duration,
-        proxy_peak_rss_mib=rss,
-        proxy_processes=len(pids),
-        repeats=[strip(r) for r in runs],
-    )
-    return result
-
-
-def ab_rounds(conns, threads, args, ctx):
-    """`before` and `ours` alternately, one run each per round, so drift in
-    the machine's speed hits both alike; the median run of each is kept."""
+def comparison(conns, threads, targets, args, setup):
+    """The headline: every (connections, threads) pair, targets alternating
+    over --repeat rounds; `direct` only with the first thread count (the
+    baseline has no proxy threads)."""
     results = []
-    one = argparse.Namespace(**{**vars(args), "repeat": 1})
     for c in conns:
         for n in threads:
-            runs = {"before": [], "ours": []}
-            for _ in range(args.repeat):
-                for t in runs:
-                    r = measure(t, n, c, one, ctx)
-                    log(f"{t:7} threads={n} connections={c}: {r['rps']:.0f} req/s  p99 {r['latency_ms']['p99']:.2f} ms")
-                    runs[t].append(r)
-            for t, rs in runs.items():
-                best = median_run(rs)
-                best["repeats"] = [strip(r, ("raw", "repeats")) for r in rs]
-                results.append(best)
+            ts = [Target(t) for t in targets if not (t == "direct" and n != threads[0])]
+            log(f"connections={c} threads={n}: {', '.join(t.name for t in ts)} x {args.repeat} rounds")
+            load = Load(c, args.duration, args.warmup)
+            runs = alternate(ts, args.repeat, lambda t: one_run(t, n, load, setup), describe_http)
+            for name, rs in runs.items():
+                r = median_of(rs)
+                r.update(target=name, threads=n, connections=c, duration_s=args.duration)
+                results.append(r)
     return results
 
 
@@ -136,7 +91,8 @@ def parser():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=3, help="seconds of each measured wrk run")
-    ap.add_argument("--repeat", type=int, default=3, help="measured runs per target; the median is reported")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="alternating rounds per point (every suite); the median is reported, the spread shown")
     ap.add_argument("--warmup", type=int, default=1, help="seconds of the unrecorded run before each")
     ap.add_argument("--connections", default="50,500")
     ap.add_argument("--threads", default="1,2", help="proxy worker threads / processes")
@@ -149,41 +105,81 @@ def parser():
     ap.add_argument("--ab", metavar="DIR",
                     help="instead of the comparison: our balancer from DIR (before) against this build (after), "
                          "--repeat rounds interleaved, written to OUT/ab.json")
+    g = ap.add_argument_group("suites")
+    g.add_argument("--suites", default="all",
+                   help=f"comma-separated, or all: {','.join(SUITES)} (e.g. --suites headline for a quick run)")
+    g.add_argument("--instr-requests", type=int, default=5000,
+                   help="responses counted per proxy under callgrind (no hardware counters)")
+    g.add_argument("--c10k-connections", type=int, default=10000)
+    g.add_argument("--c10k-duration", type=int, default=8, help="seconds of each 10k-connection run")
+    g.add_argument("--large-connections", type=int, default=10, help="connections for 1 MiB bodies")
+    g.add_argument("--replicas", type=int, default=100, help="replicas of the many-replica suite")
+    g.add_argument("--replicas-connections", type=int, default=50)
+    g.add_argument("--policies", help="our policies for the many-replica suite (default: all, from balancer --help)")
+    g.add_argument("--memory-levels", default="500,10000", help="idle and active connection counts")
     return ap
+
+
+def suite_list(text):
+    chosen = SUITES if text == "all" else [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SUITES]
+    if unknown:
+        sys.exit(f"unknown suites {unknown}; choose from {SUITES}")
+    return chosen
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    chosen = suite_list(args.suites)
     procs.install_cleanup()
-    procs.raise_nofile()
-    ensure_tools(not args.no_install)
+    nofile = procs.raise_nofile()
+    ensure_tools(not args.no_install, {"valgrind": "valgrind"} if "instructions" in chosen else {})
     bins = cargo.build(args.no_build, args.bin_dir)
     conns = [int(c) for c in args.connections.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     targets = args.targets.split(",")
+    proxies_only = [t for t in targets if t != "direct"]
     load_cpus, proxy_cpus = placement(threads)
+    perf = counters.perf_supported()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     host = machine()
+    host["nofile_limit"] = nofile
+    host["perf_counters"] = perf
+    extra = {}
+    results = []
     try:
         with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp:
-            ctx = Context(bins, Path(tmp), load_cpus, proxy_cpus, Path(args.ab).resolve() if args.ab else None)
-            ctx.start_replicas(3)
-            results = []
+            setup = Setup(bins, Path(tmp), load_cpus, proxy_cpus, perf=perf,
+                          before_bins=Path(args.ab).resolve() if args.ab else None)
+            setup.backends, setup.backend_pids = proxies.start_replicas(bins, 3, load_cpus)
             if args.ab:
-                results = ab_rounds(conns, threads, args, ctx)
-            for c in ([] if args.ab else conns):
-                for n in threads:
-                    for t in targets:
-                        if t == "direct" and n != threads[0]:
-                            continue  # the baseline has no proxy threads
-                        log(f"{t:8} threads={n} connections={c}")
-                        r = measure(t, n, c, args, ctx)
-                        log(f"  {r['rps']:.0f} req/s  p99 {r['latency_ms']['p99']:.2f} ms  errors {r['errors']}"
-                            f"  cpu {r['proxy_cpu_s']}s  rss {r['proxy_peak_rss_mib']} MiB")
-                        results.append(r)
+                results = comparison(conns, threads, ["before", "ours"], args, setup)
+            else:
+                if "headline" in chosen:
+                    results = comparison(conns, threads, targets, args, setup)
+                if "instructions" in chosen and not perf:
+                    log("instructions: no hardware counters here (perf stat: <not supported>), callgrind instead")
+                    extra["instructions"] = suites.instructions(setup, proxies_only, args.repeat, args.instr_requests)
+                if "c10k" in chosen:
+                    log(f"c10k: {args.c10k_connections} connections (RLIMIT_NOFILE {nofile})")
+                    extra["c10k"] = suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
+                                                args.c10k_duration)
+                if "large" in chosen:
+                    log(f"large: 1 MiB responses and uploads, {args.large_connections} connections")
+                    extra["large"] = suites.large(setup, targets, args.repeat, args.large_connections, args.duration,
+                                                  args.warmup)
+                if "replicas100" in chosen:
+                    log(f"replicas100: {args.replicas} replicas")
+                    extra["replicas100"] = suites.replicas100(
+                        setup, args.repeat, args.replicas, args.replicas_connections, args.duration, args.warmup,
+                        our_policies=args.policies.split(",") if args.policies else None)
+                if "memory" in chosen:
+                    levels = [int(x) for x in args.memory_levels.split(",")]
+                    log(f"memory: RSS at {levels} idle and active connections")
+                    extra["memory"] = suites.memory(setup, proxies_only, args.repeat, levels, levels)
     finally:
         procs.cleanup()
     doc = {
@@ -196,12 +192,16 @@ def main(argv=None):
             "path": "/home",
             "client": f"wrk -t1 -c<conns> -d{args.duration}s --latency",
             "repeat": args.repeat,
+            "rounds": "alternating",
             "warmup_s": args.warmup,
             "load_cpus": load_cpus,
-            "proxy_cpus": {str(k): v for k, v in proxy_cpus.items()},
+            "proxy_cpus": {str(k): v for k, v in proxy_cpus.items() if k in threads},
+            "suites": chosen if not args.ab else [],
         },
         "runs": results,
     }
+    if extra:
+        doc["suites"] = extra
     name = "ab.json" if args.ab else "results.json"
     if args.ab:
         doc["setup"]["before_bin_dir"] = str(Path(args.ab).resolve())

@@ -83,11 +83,11 @@ def run(url, connections, duration, cpus=None, threads=1, script=None, timeout_s
     return parse_wrk(p.stdout)
 
 
-def spawn(url, connections, duration, cpus=None, threads=1, script=None, nofile=None):
+def spawn(url, connections, duration, cpus=None, threads=1, script=None, nofile=None, timeout_s=None):
     """wrk started in the background (for sampling the proxy meanwhile); finish with `collect`."""
     from .procs import raise_nofile
     from .procs import CHILDREN
-    cmd = command(url, connections, duration, cpus, threads, script)
+    cmd = command(url, connections, duration, cpus, threads, script, timeout_s)
     pre = (lambda: raise_nofile(nofile)) if nofile else None
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, preexec_fn=pre,
                          start_new_session=True)
