@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lbbench import cargo, chart, proxies, wrk  # noqa: E402
+from lbbench import cargo, chart, counters, proxies, wrk  # noqa: E402
 
 WRK_OUT = """Running 3s test @ http://127.0.0.1:38167/home
   1 threads and 50 connections
@@ -117,6 +117,36 @@ class Configs(unittest.TestCase):
         self.assertIn("http://127.0.0.1:9002", cmd)
         self.assertEqual(cmd[cmd.index("--policy") + 1], "p2c")
         self.assertEqual(cmd[-2:], ["--slots", "4096"])
+
+
+class Counters(unittest.TestCase):
+    def test_perf_stat(self):
+        text = ("# started on Thu\n\n1234567,,instructions,1000,100.00,1.10,insn per cycle\n"
+                "2345678,,cycles,1000,100.00,,\n")
+        self.assertEqual(counters.parse_perf_stat(text), {"instructions": 1234567, "cycles": 2345678})
+
+    def test_perf_stat_not_supported(self):
+        text = "<not supported>,,instructions,0,100.00,,\n<not supported>,,cycles,0,100.00,,\n"
+        self.assertEqual(counters.parse_perf_stat(text), {"instructions": None, "cycles": None})
+
+    def test_callgrind_totals_not_summary(self):
+        # with --instr-atstart=no the summary line can be 0 while totals counts
+        self.assertEqual(counters.callgrind_totals("events: Ir\nsummary: 0\ntotals: 28533676\n"), 28533676)
+        self.assertEqual(counters.callgrind_totals("events: Ir\nsummary: 42\n"), 42)
+        with self.assertRaises(ValueError):
+            counters.callgrind_totals("events: Ir\n")
+
+    def test_count_script(self):
+        lua = counters.COUNT_LUA.format(limit=5000, pid=42, marker="/tmp/m")
+        self.assertIn("if n >= 5000 then", lua)
+        self.assertIn("callgrind_control -i off 42", lua)
+
+
+class Sizing(unittest.TestCase):
+    def test_haproxy_maxconn_fits_the_fd_limit(self):
+        self.assertEqual(proxies.haproxy_maxconn(500, nofile=20000), 5000)
+        self.assertEqual(proxies.haproxy_maxconn(10000, nofile=65536), 10100)
+        self.assertEqual(proxies.haproxy_maxconn(10000, nofile=20000), 9950)
 
 
 class TargetDir(unittest.TestCase):

@@ -5,7 +5,7 @@ Every chart the bench draws goes through `bar_chart`. A bar may carry a
 spread (min and max over rounds), drawn as a thin whisker."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from typing import Callable
 
@@ -25,12 +25,12 @@ class Panel:
     value: Callable  # (group index, series key) -> number, (number, lo, hi), or None
     fmt: str = "{:.0f}"
     log: bool = False
-    colors: dict = field(default_factory=dict)  # series key -> colour (default: COLOR by the part before ':')
 
 
-def color_of(key, panel=None):
-    if panel and key in panel.colors:
-        return panel.colors[key]
+def color_of(key, colors=None):
+    """A series' colour: its own in `colors`, else its proxy kind's (the part before ':')."""
+    if colors and key in colors:
+        return colors[key]
     return COLOR.get(str(key).split(":")[0], "#868e96")
 
 
@@ -63,25 +63,29 @@ def nice_step(raw):
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
 
 
-def bar_chart(title, panels, legend):
-    """`legend`: [(series key, label)], coloured like the bars. Returns SVG text."""
+def bar_chart(title, panels, legend, colors=None):
+    """`legend`: [(series key, label)], coloured like the bars; `colors`:
+    {series key: colour} for series not coloured by their kind. Returns SVG text."""
     layouts = []
     for p in panels:
         bars = [[(k, _triple(p.value(gi, k))) for k in p.series if _triple(p.value(gi, k)) is not None]
                 for gi in range(len(p.groups))]
         widths = [max(1, len(b)) * BAR_W + GAP for b in bars]
-        layouts.append((p, bars, widths))
-    plot_w = max(sum(w) for _, _, w in layouts) if layouts else 100
+        slanted = [len(str(g)) * 6.2 > w for g, w in zip(p.groups, widths)]
+        # room under the axis for slanted labels (sin 35° of the longest)
+        below = max([len(str(g)) * 6.2 * 0.58 for g, s in zip(p.groups, slanted) if s], default=0)
+        layouts.append((p, bars, widths, slanted, below))
+    plot_w = max(sum(w) for _, _, w, _, _ in layouts) if layouts else 100
     width = LEFT + plot_w + 20 + LEGEND_W
-    height = TOP + len(panels) * (PANEL_H + PANEL_GAP) + 10
+    height = TOP + sum(PANEL_H + PANEL_GAP + below for *_, below in layouts) + 10
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" font-family="sans-serif" '
         f'font-size="11">',
         f'<rect width="{width:.0f}" height="{height}" fill="white"/>',
         f'<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
     ]
-    for pi, (p, bars, widths) in enumerate(layouts):
-        y0 = TOP + 14 + pi * (PANEL_H + PANEL_GAP)
+    y0 = TOP + 14
+    for p, bars, widths, slanted, below in layouts:
         base = y0 + PANEL_H
         right = LEFT + sum(widths)
         ticks, scale = _scale([v for b in bars for _, (x, lo, hi) in b for v in (x, hi)], p.log)
@@ -99,7 +103,7 @@ def bar_chart(title, panels, legend):
                 bx = x0 + bi * BAR_W
                 spread = f" (min {p.fmt.format(lo)}, max {p.fmt.format(hi)})" if lo != hi else ""
                 out.append(f'<rect x="{bx:.1f}" y="{base - h:.1f}" width="{BAR_W - 3}" height="{h:.1f}" '
-                           f'fill="{color_of(k, p)}"><title>{escape(str(group))}, {escape(str(k))}: '
+                           f'fill="{color_of(k, colors)}"><title>{escape(str(group))}, {escape(str(k))}: '
                            f'{p.fmt.format(x)}{spread}</title></rect>')
                 if lo != hi:
                     cx = bx + (BAR_W - 3) / 2
@@ -108,14 +112,18 @@ def bar_chart(title, panels, legend):
                     for yy in (ylo, yhi):
                         out.append(f'<line x1="{cx - 3:.1f}" y1="{yy:.1f}" x2="{cx + 3:.1f}" y2="{yy:.1f}" '
                                    f'stroke="black"/>')
-            label = escape(str(group))
-            out.append(f'<text x="{x0 + max(1, len(b)) * BAR_W / 2:.1f}" y="{base + 14}" text-anchor="middle">'
-                       f'{label}</text>')
+            label, cx = escape(str(group)), x0 + max(1, len(b)) * BAR_W / 2
+            if slanted[gi]:  # too wide for its group
+                out.append(f'<text x="{cx:.1f}" y="{base + 12}" text-anchor="end" '
+                           f'transform="rotate(-35 {cx:.1f} {base + 12})">{label}</text>')
+            else:
+                out.append(f'<text x="{cx:.1f}" y="{base + 14}" text-anchor="middle">{label}</text>')
             gx += widths[gi]
+        y0 += PANEL_H + PANEL_GAP + below
     lx = LEFT + plot_w + 20
     for i, (k, label) in enumerate(legend):
         y = TOP + 10 + i * 18
-        out.append(f'<rect x="{lx}" y="{y}" width="12" height="12" fill="{color_of(k)}"/>')
+        out.append(f'<rect x="{lx}" y="{y}" width="12" height="12" fill="{color_of(k, colors)}"/>')
         out.append(f'<text x="{lx + 18}" y="{y + 10}">{escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -8,6 +8,7 @@ alternate targets (A, B, C, A, B, C, ...) so drift in the machine's speed
 hits all alike; the median run of each target is its result, with every
 run kept."""
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -91,6 +92,9 @@ def one_run(target, threads, load, setup):
                 n = perf.counts.get(event)
                 r[event] = n
                 r[f"{event}_per_request"] = round(n / r["requests"]) if n and r["requests"] else None
+        if proc and r["errors"]:
+            # What the proxy said about its errors (ANSI colours dropped).
+            r["proxy_log_tail"] = re.sub(r"\x1b\[[0-9;]*m", "", procs.stderr_of(proc, 4000))[-600:]
     finally:
         if proc:
             procs.stop(proc)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import ANALYSIS, ROOT
 from .chart import LABEL, Panel, bar_chart
+from .report_suites import dimensions_svg, suites_markdown
 
 ORDER = ["direct", "ours", "haproxy", "nginx"]
 
@@ -56,11 +57,23 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def spread(r, value):
+    """`min–max` of `value` over a row's rounds (its `repeats`), or – with one."""
+    xs = [value(x) for x in r.get("repeats", [])]
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return "–"
+    digits = 0 if max(xs) >= 100 else 2
+    return f"{min(xs):.{digits}f}–{max(xs):.{digits}f}"
+
+
 def table(doc):
-    lines = [
-        "| conns | threads | target | req/s | p50 ms | p99 ms | max ms | added p99 ms | errors | proxy CPU s | CPU µs/req | proxy peak RSS MiB | other CPU s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    perf = any(r.get("instructions_per_request") for r in doc["runs"])
+    head = ("| conns | threads | target | req/s | req/s min–max | p50 ms | p99 ms | p99 min–max | max ms | added p99 ms "
+            "| errors | proxy CPU s | CPU µs/req |" + (" instructions/req | cycles/req |" if perf else "")
+            + " proxy peak RSS MiB | other CPU s |")
+    lines = [head, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if perf else "")
+             + "---:|---:|"]
     for c, n in groups(doc):
         for t in ORDER:
             r = find(doc, t, c, n)
@@ -70,10 +83,13 @@ def table(doc):
             cpu = r.get("proxy_cpu_s")
             per_req = None if cpu is None or not r["requests"] else cpu / r["requests"] * 1e6
             add = None if t == "direct" else added_p99(doc, r)
+            counters = (f" {fmt(r.get('instructions_per_request'), 0)} | {fmt(r.get('cycles_per_request'), 0)} |"
+                        if perf else "")
             lines.append(
-                f"| {c} | {n if t != 'direct' else '–'} | {LABEL[t]} | {r['rps']:.0f} | {fmt(lat.get('p50'))} | "
-                f"{fmt(lat.get('p99'))} | {fmt(lat['max'])} | {fmt(add)} | {r['errors']} | {fmt(cpu)} | "
-                f"{fmt(per_req, 1)} | {fmt(r.get('proxy_peak_rss_mib'), 1)} | {fmt(r.get('other_cpu_s'))} |"
+                f"| {c} | {n if t != 'direct' else '–'} | {LABEL[t]} | {r['rps']:.0f} | {spread(r, lambda x: x['rps'])} | "
+                f"{fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} | {spread(r, lambda x: x['latency_ms'].get('p99'))} | "
+                f"{fmt(lat['max'])} | {fmt(add)} | {r['errors']} | {fmt(cpu)} | "
+                f"{fmt(per_req, 1)} |{counters} {fmt(r.get('proxy_peak_rss_mib'), 1)} | {fmt(r.get('other_cpu_s'))} |"
             )
     return "\n".join(lines)
 
@@ -139,12 +155,15 @@ def markdown(doc, ab):
         f"{short_version(m.get('haproxy'), 'HAProxy')}, {short_version(m.get('nginx'), 'nginx')}, "
         f"{short_version(m.get('wrk'), 'wrk')}.",
         "",
-        f"Load: {s['replicas']} replicas, `GET {s['path']}`, `{s['client']}` after a {s['warmup_s']} s warm-up; "
-        f"each row is the median (by req/s) of {s.get('repeat', 1)} runs, all kept in results.json. "
+        f"Load: {s['replicas']} replicas, `GET {s['path']}`, `{s['client']}` after a {s['warmup_s']} s warm-up; " +
+        (f"targets alternate over {s.get('repeat', 1)} rounds (each run: a fresh start, the warm-up, one measured "
+         f"run); each row is the median round by req/s, its spread (min–max over the rounds) beside it, every round "
+         f"kept in results.json. " if s.get("rounds") == "alternating" else
+         f"each row is the median (by req/s) of {s.get('repeat', 1)} runs, all kept in results.json. ") +
         f"wrk and the replicas run on CPU {s['load_cpus']}; the proxy on {proxy_cpus}. "
         "*added p99* = the proxy's p99 minus the direct p99 at the same connection count. "
         "*errors* = non-2xx responses + socket errors. CPU = utime + stime of the proxy's processes during the "
-        "measured run; RSS = sum of VmHWM over them. *other CPU s* = CPU the rest of the machine used during the "
+        "measured run; RSS = sum of VmHWM over them (peak). *other CPU s* = CPU the rest of the machine used during the "
         "run (all busy time in /proc/stat minus proxy, wrk and replicas): work by other programs that skews the row.",
         "",
         table(doc),
@@ -169,7 +188,10 @@ def markdown(doc, ab):
             "",
             before_after(ab),
         ]
-    parts += ["", "![requests per second and p99](chart.svg)", ""]
+    parts += ["", "![requests per second and p99](chart.svg)"]
+    if doc.get("suites"):
+        parts += ["", suites_markdown(doc), "", "![the other dimensions](dimensions.svg)"]
+    parts.append("")
     return "\n".join(parts)
 
 
@@ -215,6 +237,8 @@ def readme_block(out):
         lines = [("#### " + l[3:]) if l.startswith("## ") else l for l in lines]
         parts.append("\n".join(lines))
     parts.append("![requests per second and p99](analysis/bench/chart.svg)")
+    if (out / "dimensions.svg").exists():
+        parts.append("![the other dimensions](analysis/bench/dimensions.svg)")
     return "\n\n".join(parts)
 
 
@@ -241,6 +265,10 @@ def main(argv=None):
     doc = load(out / "results.json")
     (out / "results.md").write_text(markdown(doc, ab))
     (out / "chart.svg").write_text(svg(doc))
-    print(f"[bench] wrote {out / 'results.md'} and {out / 'chart.svg'}", file=sys.stderr)
+    written = ["results.md", "chart.svg"]
+    if doc.get("suites"):
+        (out / "dimensions.svg").write_text(dimensions_svg(doc))
+        written.append("dimensions.svg")
+    print(f"[bench] wrote {', '.join(str(out / w) for w in written)}", file=sys.stderr)
     if "--readme" in argv:
         update_readme(out)
