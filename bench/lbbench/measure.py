@@ -128,5 +128,7 @@ def median_of(runs, key=lambda r: r["rps"]):
 
 def describe_http(r):
     p99 = r.get("latency_ms", {}).get("p99")
-    return (f"{r['rps']:.0f} req/s  p99 {p99 if p99 is None else round(p99, 2)} ms  errors {r['errors']}  "
-            f"cpu {r.get('proxy_cpu_s')}s  rss {r.get('proxy_peak_rss_mib')} MiB")
+    text = f"{r['rps']:.0f} req/s  p99 {p99 if p99 is None else round(p99, 2)} ms  errors {r['errors']}"
+    if r.get("proxy_cpu_s") is not None:
+        text += f"  cpu {r['proxy_cpu_s']}s  rss {r.get('proxy_peak_rss_mib')} MiB"
+    return text
