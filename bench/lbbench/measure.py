@@ -75,6 +75,8 @@ def one_run(target, threads, load, setup):
         if perf:
             perf.__exit__(None, None, None)
         r = wrk.collect(w, 30)
+        # successful responses per second (non-2xx/3xx answers excluded)
+        r["ok_rps"] = round(r["rps"] * (r["requests"] - r["non_2xx"]) / r["requests"], 2) if r["requests"] else 0.0
         wrk_cpu = procs.children_cpu_seconds() - wrk0
         pids = procs.process_tree(proc.pid) if proc else []
         proxy_cpu = procs.cpu_seconds(pids) - cpu0

@@ -58,6 +58,14 @@ from .measure import Load, Setup, alternate, describe_http, median_of, one_run
 from .proxies import Target
 
 SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory"]
+SUITE_NOTES = {
+    "instructions": "no hardware counters here (perf stat: <not supported>), callgrind over {args.instr_requests} "
+                    "responses per proxy instead",
+    "c10k": "{args.c10k_connections} connections (RLIMIT_NOFILE {nofile})",
+    "large": "1 MiB responses and uploads, {args.large_connections} connections",
+    "replicas100": "{args.replicas} replicas, every policy",
+    "memory": "RSS at {levels} idle and active connections",
+}
 
 
 def placement(threads):
@@ -148,7 +156,7 @@ def main(argv=None):
     host = machine()
     host["nofile_limit"] = nofile
     host["perf_counters"] = perf
-    extra = {}
+    extra, elapsed = {}, {}
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="lb-bench-") as tmp:
@@ -158,28 +166,31 @@ def main(argv=None):
             if args.ab:
                 results = comparison(conns, threads, ["before", "ours"], args, setup)
             else:
+                t0 = time.time()
                 if "headline" in chosen:
                     results = comparison(conns, threads, targets, args, setup)
-                if "instructions" in chosen and not perf:
-                    log("instructions: no hardware counters here (perf stat: <not supported>), callgrind instead")
-                    extra["instructions"] = suites.instructions(setup, proxies_only, args.repeat, args.instr_requests)
-                if "c10k" in chosen:
-                    log(f"c10k: {args.c10k_connections} connections (RLIMIT_NOFILE {nofile})")
-                    extra["c10k"] = suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
-                                                args.c10k_duration)
-                if "large" in chosen:
-                    log(f"large: 1 MiB responses and uploads, {args.large_connections} connections")
-                    extra["large"] = suites.large(setup, targets, args.repeat, args.large_connections, args.duration,
-                                                  args.warmup)
-                if "replicas100" in chosen:
-                    log(f"replicas100: {args.replicas} replicas")
-                    extra["replicas100"] = suites.replicas100(
+                    elapsed["headline"] = round(time.time() - t0, 1)
+                levels = [int(x) for x in args.memory_levels.split(",")]
+                plan = {
+                    "instructions": lambda: suites.instructions(setup, proxies_only, args.repeat, args.instr_requests),
+                    "c10k": lambda: suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
+                                                args.c10k_duration),
+                    "large": lambda: suites.large(setup, targets, args.repeat, args.large_connections, args.duration,
+                                                  args.warmup),
+                    "replicas100": lambda: suites.replicas100(
                         setup, args.repeat, args.replicas, args.replicas_connections, args.duration, args.warmup,
-                        our_policies=args.policies.split(",") if args.policies else None)
-                if "memory" in chosen:
-                    levels = [int(x) for x in args.memory_levels.split(",")]
-                    log(f"memory: RSS at {levels} idle and active connections")
-                    extra["memory"] = suites.memory(setup, proxies_only, args.repeat, levels, levels)
+                        our_policies=args.policies.split(",") if args.policies else None),
+                    "memory": lambda: suites.memory(setup, proxies_only, args.repeat, levels, levels),
+                }
+                for key, fn in plan.items():
+                    if key not in chosen:
+                        continue
+                    if key == "instructions" and perf:
+                        continue  # counted by perf stat in every headline run
+                    log(f"{key}: {SUITE_NOTES[key].format(args=args, nofile=nofile, levels=levels)}")
+                    t0 = time.time()
+                    extra[key] = fn()
+                    extra[key]["setup"]["elapsed_s"] = elapsed[key] = round(time.time() - t0, 1)
     finally:
         procs.cleanup()
     doc = {
@@ -197,6 +208,7 @@ def main(argv=None):
             "load_cpus": load_cpus,
             "proxy_cpus": {str(k): v for k, v in proxy_cpus.items() if k in threads},
             "suites": chosen if not args.ab else [],
+            "elapsed_s": elapsed,
         },
         "runs": results,
     }

@@ -63,10 +63,10 @@ def _setup_with(setup, backends, backend_pids):
                  setup.before_bins, setup.perf)
 
 
-def _summaries(runs, **extra):
+def _summaries(runs, key=lambda r: r["rps"], **extra):
     out = []
     for name, rs in runs.items():
-        r = median_of(rs)
+        r = median_of(rs, key)
         r.update(target=name, **extra)
         out.append(r)
     return out
@@ -116,7 +116,9 @@ def c10k(setup, targets, rounds, connections=10000, duration=8, warmup=2, thread
                       "rounds": rounds, "nofile_limit": procs.nofile_limit(),
                       "haproxy_maxconn": proxies.haproxy_maxconn(connections),
                       "nginx_worker_connections": proxies.nginx_worker_connections(connections)},
-            "runs": _summaries(runs, connections=connections, threads=threads, duration_s=duration)}
+            # median by successful responses: a proxy answering errors fast is not fast
+            "runs": _summaries(runs, key=lambda r: r["ok_rps"], connections=connections, threads=threads,
+                               duration_s=duration)}
 
 
 # ------------------------------------------------------------------- large
