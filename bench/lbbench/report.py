@@ -63,7 +63,7 @@ def spread(r, value):
     xs = [x for x in xs if x is not None]
     if len(xs) < 2:
         return "–"
-    digits = 0 if max(xs) >= 100 else 2
+    digits = 0 if max(xs) >= 1000 else 1 if max(xs) >= 100 else 2
     return f"{min(xs):.{digits}f}–{max(xs):.{digits}f}"
 
 
