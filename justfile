@@ -43,11 +43,14 @@ logs:
 e2e:
     .ci/e2e
 
-# Proxy benchmark side by side with HAProxy and nginx, then the criterion
-# benches (ring lookup, policy pick).
-bench:
-    bench/run
-    bench/pick
+# Proxy benchmark side by side with HAProxy and nginx -- the headline
+# (50/500 connections x 1/2 threads) and every suite: instructions per
+# request, 10,000 connections, 1 MiB bodies, 100 replicas, memory per
+# connection -- then the criterion benches (policy pick, ring lookup).
+# About 20 minutes on 2 cores. `bench/run --suites headline` alone is quick.
+bench OUT="analysis/bench":
+    bench/run --out {{OUT}}
+    bench/pick --out {{OUT}}
     cargo bench -p ring --bench lookup
 
 # One experiment (a1..a4) or several; replicas are containers when a Docker

@@ -1,0 +1,177 @@
+"""Unit tests of the bench's pure parts: `python3 -m unittest discover bench`
+from the repository root (no proxy, wrk or cargo needed)."""
+
+import json
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lbbench import cargo, chart, counters, proxies, wrk  # noqa: E402
+
+WRK_OUT = """Running 3s test @ http://127.0.0.1:38167/home
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   667.02us  135.09us   1.59ms   84.76%
+    Req/Sec    58.96k     1.02k   60.26k    86.67%
+  Latency Distribution
+     50%  679.00us
+     75%  740.00us
+     90%  788.00us
+     99%    0.97ms
+  175993 requests in 3.00s, 27.53MB read
+  Socket errors: connect 0, read 2, write 0, timeout 5
+  Non-2xx or 3xx responses: 3
+Requests/sec:  58598.72
+Transfer/sec:      9.16MB
+"""
+
+
+class WrkParsing(unittest.TestCase):
+    def test_fields(self):
+        r = wrk.parse_wrk(WRK_OUT)
+        self.assertEqual(r["rps"], 58598.72)
+        self.assertEqual(r["requests"], 175993)
+        self.assertAlmostEqual(r["latency_ms"]["avg"], 0.66702)
+        self.assertAlmostEqual(r["latency_ms"]["p50"], 0.679)
+        self.assertAlmostEqual(r["latency_ms"]["p99"], 0.97)
+        self.assertAlmostEqual(r["latency_ms"]["max"], 1.59)
+        self.assertEqual(r["socket_errors"], 7)
+        self.assertEqual(r["non_2xx"], 3)
+        self.assertEqual(r["errors"], 10)
+        self.assertEqual(r["read_bytes"], int(27.53 * 1024 * 1024))
+
+    def test_units(self):
+        self.assertEqual(wrk.to_ms("2.00s"), 2000.0)
+        self.assertEqual(wrk.to_ms("1.5m"), 90000.0)
+        self.assertAlmostEqual(wrk.to_ms("250.00us"), 0.25)
+        self.assertEqual(wrk.to_bytes("1.00GB"), 1024**3)
+        with self.assertRaises(ValueError):
+            wrk.to_ms("fast")
+
+    def test_no_errors_lines(self):
+        out = WRK_OUT.replace("  Socket errors: connect 0, read 2, write 0, timeout 5\n", "").replace(
+            "  Non-2xx or 3xx responses: 3\n", "")
+        self.assertEqual(wrk.parse_wrk(out)["errors"], 0)
+
+    def test_not_wrk(self):
+        with self.assertRaises(ValueError):
+            wrk.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+    def test_upload_script(self):
+        with tempfile.TemporaryDirectory() as d:
+            text = wrk.upload_script(1048576, d).read_text()
+        self.assertIn('wrk.method = "POST"', text)
+        self.assertIn('string.rep("x", 1048576)', text)
+
+
+class Configs(unittest.TestCase):
+    def test_haproxy(self):
+        cfg = proxies.haproxy_config(8080, [9001, 9002], 2, maxconn=21000, balance="leastconn")
+        self.assertIn("nbthread 2", cfg)
+        self.assertIn("bind 127.0.0.1:8080", cfg)
+        self.assertIn("balance leastconn", cfg)
+        self.assertIn("    server s1 127.0.0.1:9001\n    server s2 127.0.0.1:9002", cfg)
+        self.assertEqual(cfg.count("maxconn 21000"), 2)  # global and defaults (frontends)
+        self.assertIn("option forwardfor", cfg)
+        self.assertIn("http-reuse always", cfg)
+
+    def test_nginx(self):
+        cfg = proxies.nginx_config(8080, [9001, 9002], 1, Path("/w"), worker_connections=21000,
+                                   master_process=False, client_max_body_size="2m")
+        self.assertIn("worker_processes 1;", cfg)
+        self.assertIn("worker_connections 21000;", cfg)
+        self.assertIn("worker_rlimit_nofile 42000;", cfg)
+        self.assertIn("master_process off;", cfg)
+        self.assertIn("client_max_body_size 2m;", cfg)
+        self.assertIn("server 127.0.0.1:9001;", cfg)
+        self.assertIn("listen 127.0.0.1:8080 reuseport;", cfg)
+        self.assertIn("pid /w/nginx.pid;", cfg)
+        self.assertEqual(cfg.count("{"), cfg.count("}"))
+
+    def test_nginx_defaults_as_before(self):
+        cfg = proxies.nginx_config(1, [2], 2, Path("/w"))
+        self.assertIn("worker_connections 10000;", cfg)
+        self.assertIn("worker_rlimit_nofile 20000;", cfg)
+        self.assertNotIn("master_process", cfg)
+
+    def test_worker_connections_cover_both_sides(self):
+        self.assertEqual(proxies.nginx_worker_connections(500), 10000)
+        self.assertGreaterEqual(proxies.nginx_worker_connections(10000), 20000)
+
+    def test_origin(self):
+        cfg = proxies.origin_config([9001, 9002, 9003], Path("/w"))
+        for p in (9001, 9002, 9003):
+            self.assertIn(f"listen 127.0.0.1:{p} reuseport;", cfg)
+        self.assertIn("location = /upload", cfg)
+        self.assertIn("location = /heartbeat", cfg)
+        self.assertIn("client_max_body_size 2m;", cfg)
+        self.assertEqual(cfg.count("{"), cfg.count("}"))
+
+    def test_ours_command(self):
+        cmd = proxies.ours_command(Path("/b"), 8080, [9001, 9002], 1, "p2c", ["--slots", "4096"])
+        self.assertEqual(cmd[0], "/b/balancer")
+        self.assertEqual(cmd.count("--upstream"), 2)
+        self.assertIn("http://127.0.0.1:9002", cmd)
+        self.assertEqual(cmd[cmd.index("--policy") + 1], "p2c")
+        self.assertEqual(cmd[-2:], ["--slots", "4096"])
+
+
+class Counters(unittest.TestCase):
+    def test_perf_stat(self):
+        text = ("# started on Thu\n\n1234567,,instructions,1000,100.00,1.10,insn per cycle\n"
+                "2345678,,cycles,1000,100.00,,\n")
+        self.assertEqual(counters.parse_perf_stat(text), {"instructions": 1234567, "cycles": 2345678})
+
+    def test_perf_stat_not_supported(self):
+        text = "<not supported>,,instructions,0,100.00,,\n<not supported>,,cycles,0,100.00,,\n"
+        self.assertEqual(counters.parse_perf_stat(text), {"instructions": None, "cycles": None})
+
+    def test_callgrind_totals_not_summary(self):
+        # with --instr-atstart=no the summary line can be 0 while totals counts
+        self.assertEqual(counters.callgrind_totals("events: Ir\nsummary: 0\ntotals: 28533676\n"), 28533676)
+        self.assertEqual(counters.callgrind_totals("events: Ir\nsummary: 42\n"), 42)
+        with self.assertRaises(ValueError):
+            counters.callgrind_totals("events: Ir\n")
+
+    def test_count_script(self):
+        lua = counters.COUNT_LUA.format(limit=5000, pid=42, marker="/tmp/m")
+        self.assertIn("if n >= 5000 then", lua)
+        self.assertIn("callgrind_control -i off 42", lua)
+
+
+class Sizing(unittest.TestCase):
+    def test_haproxy_maxconn_fits_the_fd_limit(self):
+        self.assertEqual(proxies.haproxy_maxconn(500, nofile=20000), 5000)
+        self.assertEqual(proxies.haproxy_maxconn(10000, nofile=65536), 10100)
+        self.assertEqual(proxies.haproxy_maxconn(10000, nofile=20000), 9950)
+
+
+class TargetDir(unittest.TestCase):
+    def test_from_metadata(self):
+        meta = json.dumps({"packages": [], "target_directory": "/elsewhere/target", "workspace_root": "/w"})
+        self.assertEqual(cargo.parse_target_dir(meta), Path("/elsewhere/target"))
+
+    def test_missing(self):
+        with self.assertRaises(KeyError):
+            cargo.parse_target_dir("{}")
+
+
+class Chart(unittest.TestCase):
+    def test_one_style(self):
+        panel = chart.Panel("req/s", ["a", "b"], ["ours", "haproxy"],
+                            lambda gi, k: None if (gi, k) == (1, "haproxy") else (10.0 + gi, 9.0, 12.0))
+        svg = chart.bar_chart("t", [panel], [("ours", "ours"), ("haproxy", "HAProxy")])
+        self.assertTrue(svg.startswith("<svg"))
+        self.assertEqual(svg.count("<rect x="), 3 + 2)  # 3 bars + 2 legend swatches
+        self.assertIn(chart.COLOR["ours"], svg)
+
+    def test_nice_steps(self):
+        self.assertEqual(chart.nice_step(16115), 20000)
+        self.assertEqual(chart.nice_step(0.3), 0.5)
+
+
+if __name__ == "__main__":
+    unittest.main()
