@@ -31,4 +31,6 @@ pub enum StartError {
     Orchestrator(#[from] crate::orchestrator::OrchestratorError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }

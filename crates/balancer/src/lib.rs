@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod replica;
 pub mod server;
 pub mod supervisor;
+pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -104,6 +105,19 @@ impl Balancer {
             .map(|l| l.local_addr().map_err(StartError::Serve))
             .transpose()?;
         let max_connections = server::limit::effective_max_connections(c.limits.max_connections);
+        // TLS: the certificate is checked before anything starts.
+        let tls = match &c.tls.tls_listen {
+            Some(_) => Some(tls::Tls::from_args(&c.tls)?),
+            None => None,
+        };
+        let tls_listener = match &c.tls.tls_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let tls_addr = tls_listener
+            .as_ref()
+            .map(|l| l.local_addr().map_err(StartError::Serve))
+            .transpose()?;
 
         let pool = Arc::new(pool::Pool::new(policy)?);
         let events = Arc::new(events::EventLog::default());
@@ -139,21 +153,12 @@ impl Balancer {
                 &options,
             ),
         });
-        let options = server::ServeOptions {
-            timeouts: server::io::ClientTimeouts {
-                idle: c.limits.client_idle_timeout,
-                header_read: c.limits.header_read_timeout,
-                send: c.limits.send_timeout,
-            },
-            max_header_size: usize::try_from(c.limits.max_header_size).unwrap_or(usize::MAX),
-            max_connections,
-            drain: c.drain_timeout,
-            role: if admin_listener.is_some() {
-                server::Role::Data
-            } else {
-                server::Role::Both
-            },
+        let role = if admin_listener.is_some() {
+            server::Role::Data
+        } else {
+            server::Role::Both
         };
+        let options = server::ServeOptions::new(&c.limits, max_connections, c.drain_timeout, role);
         let stop = shutdown.clone();
         let admin_task = admin_listener.map(|listener| {
             let admin = server::ServeOptions {
@@ -161,14 +166,33 @@ impl Balancer {
                 max_connections: ADMIN_CONNECTIONS,
                 ..options
             };
-            tokio::spawn(server::serve(listener, app.clone(), stop.clone(), admin))
+            tokio::spawn(server::serve(
+                listener,
+                app.clone(),
+                stop.clone(),
+                admin,
+                None,
+            ))
         });
+        let tls_task = match (tls_listener, tls) {
+            (Some(listener), Some(tls)) => {
+                tls.watch(stop.clone());
+                Some(tokio::spawn(server::serve(
+                    listener,
+                    app.clone(),
+                    stop.clone(),
+                    options,
+                    Some(tls),
+                )))
+            }
+            _ => None,
+        };
         let task = tokio::spawn(async move {
             // Requests in flight finish (bounded), then replicas are drained
             // and stopped in order.
-            server::serve(listener, app, stop, options).await;
-            if let Some(admin) = admin_task {
-                let _ = admin.await;
+            server::serve(listener, app, stop, options, None).await;
+            for task in [admin_task, tls_task].into_iter().flatten() {
+                let _ = task.await;
             }
             supervisor_stop.cancel();
             let _ = supervisor.await;
@@ -176,6 +200,7 @@ impl Balancer {
         Ok(Running {
             addr,
             admin_addr,
+            tls_addr,
             shutdown,
             task,
         })
@@ -199,6 +224,7 @@ async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
 pub struct Running {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -212,6 +238,11 @@ impl Running {
     /// The admin API's own address, with `--admin-listen`.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The HTTPS listener's address, with `--tls-listen`.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Stops accepting, finishes requests in flight, stops every replica it
@@ -228,6 +259,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     println!("balancer listening on http://{}", running.addr());
     if let Some(admin) = running.admin_addr() {
         println!("admin API on http://{admin}");
+    }
+    if let Some(tls) = running.tls_addr() {
+        println!("balancer listening on https://{tls}");
     }
     backend::shutdown_signal().await;
     tracing::info!("shutting down: draining requests and stopping replicas");

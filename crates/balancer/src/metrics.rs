@@ -35,6 +35,7 @@ pub struct Metrics {
     pub client_bad_heads: AtomicU64,
     /// Client connections open now.
     pub connections: AtomicU64,
+    pub abandoning_connections: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -98,6 +99,11 @@ const COUNTERS: &[(&str, &str, CounterOf)] = &[
         "lb_client_body_errors_total",
         "Requests whose body was malformed or cut off (the client's fault, 400).",
         |m| &m.client_body_errors,
+    ),
+    (
+        "lb_abandoning_connections_total",
+        "Connections closed for abandoning most of their requests (HTTP/2 Rapid Reset).",
+        |m| &m.abandoning_connections,
     ),
     (
         "lb_client_bad_heads_total",

@@ -74,6 +74,22 @@ pub struct Limits {
     /// `--max-conns-per-replica` before it is answered 503.
     #[arg(long, env = "LB_QUEUE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub queue_timeout: Duration,
+    /// Most HTTP/2 streams a client may have open at once on a connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "LB_H2_MAX_STREAMS", default_value_t = 100)]
+    pub h2_max_streams: u32,
+    /// HTTP/2 flow-control window of each stream, in bytes (what a client
+    /// may send before the balancer has passed it on).
+    #[arg(long, env = "LB_H2_STREAM_WINDOW", default_value_t = 256 * 1024)]
+    pub h2_stream_window: u32,
+    /// HTTP/2 flow-control window of a whole connection, in bytes.
+    #[arg(long, env = "LB_H2_CONNECTION_WINDOW", default_value_t = 1024 * 1024)]
+    pub h2_connection_window: u32,
+    /// Requests a connection may abandon before their answer (HTTP/2 stream
+    /// resets) before it is closed, once they are also more than half of
+    /// its requests: the Rapid Reset bound (CVE-2023-44487).
+    #[arg(long, env = "LB_MAX_ABANDONED", default_value_t = 100)]
+    pub max_abandoned: u32,
 }
 
 /// The limits as `/lb/status` shows them: durations in milliseconds.
@@ -93,6 +109,10 @@ pub struct LimitsStatus {
     pub tunnel_timeout_ms: u64,
     pub max_conns_per_replica: usize,
     pub queue_timeout_ms: u64,
+    pub h2_max_streams: u32,
+    pub h2_stream_window: u32,
+    pub h2_connection_window: u32,
+    pub max_abandoned: u32,
 }
 
 impl Limits {
@@ -114,6 +134,10 @@ impl Limits {
             tunnel_timeout_ms: ms(self.tunnel_timeout),
             max_conns_per_replica: self.max_conns_per_replica,
             queue_timeout_ms: ms(self.queue_timeout),
+            h2_max_streams: self.h2_max_streams,
+            h2_stream_window: self.h2_stream_window,
+            h2_connection_window: self.h2_connection_window,
+            max_abandoned: self.max_abandoned,
         }
     }
 }

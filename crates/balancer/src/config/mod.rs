@@ -136,6 +136,10 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    /// TLS termination (`--tls-listen`, `--tls-cert`, `--tls-key`).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
     /// `--orchestrator`, `--stop-timeout` and each orchestrator's own flags.
     #[command(flatten)]
     pub orchestrator: crate::orchestrator::OrchestratorConfig,

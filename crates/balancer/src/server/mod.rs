@@ -1,4 +1,6 @@
-//! The listeners: accept client connections and serve HTTP/1.1 on them.
+//! The listeners: accept client connections and serve HTTP/1.1 and HTTP/2
+//! on them: on the plain listener HTTP/2 with prior knowledge (h2c) beside
+//! HTTP/1.1, on the TLS listener whichever ALPN chose.
 //!
 //! The proxy path is the hot path, so it is served by hyper directly: a
 //! request whose path is not the balancer's own ([`admin::is_admin_path`])
@@ -11,15 +13,18 @@
 //! connections (at the cap, new ones wait in the kernel's backlog, as with
 //! HAProxy's maxconn), the client-side timeouts of [`io`], a cap on the
 //! request head's size (431 above it), the `Host` rules of [`request`], and
-//! half-closed clients still getting their answer. Shutdown stops
-//! accepting, lets requests in flight finish (bounded by the caller), and
-//! closes idle keep-alive connections.
+//! half-closed clients still getting their answer, HTTP/2 limits (streams,
+//! header list, flow-control windows), and connections that abandon most
+//! of their requests (Rapid Reset) closed (`activity`). The TLS handshake
+//! happens in the connection's own task, bounded by the head timeout, never
+//! in the accept loop. Shutdown stops accepting, lets requests in flight
+//! finish (bounded by the caller), and closes idle keep-alive connections.
 
 pub mod io;
 pub mod limit;
 pub mod request;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use http::{Request, Response, StatusCode, header};
@@ -35,9 +40,11 @@ use tower::ServiceExt as _;
 use crate::{
     activity::{Activity, RequestGuard},
     admin::{self, App},
+    config::Limits,
     error::failure,
     metrics::Metrics,
     proxy::ClientInfo,
+    tls::Tls,
 };
 use io::{ClientIo, ClientTimeouts};
 
@@ -45,7 +52,8 @@ use io::{ClientIo, ClientTimeouts};
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     pub timeouts: ClientTimeouts,
-    /// Largest request head accepted (hyper's read buffer).
+    /// Largest request head accepted (hyper's read buffer, HTTP/2's header
+    /// list size).
     pub max_header_size: usize,
     /// Most connections open at once.
     pub max_connections: usize,
@@ -53,6 +61,64 @@ pub struct ServeOptions {
     pub drain: Duration,
     /// What this listener serves.
     pub role: Role,
+    pub h2: H2Limits,
+    /// Abandoned requests after which a connection is closed.
+    pub max_abandoned: u32,
+}
+
+/// HTTP/2 limits of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct H2Limits {
+    pub max_streams: u32,
+    pub stream_window: u32,
+    pub connection_window: u32,
+}
+
+impl ServeOptions {
+    /// The options of the data listener, from the limits.
+    pub fn new(limits: &Limits, max_connections: usize, drain: Duration, role: Role) -> Self {
+        Self {
+            timeouts: ClientTimeouts {
+                idle: limits.client_idle_timeout,
+                header_read: limits.header_read_timeout,
+                send: limits.send_timeout,
+            },
+            max_header_size: usize::try_from(limits.max_header_size).unwrap_or(usize::MAX),
+            max_connections,
+            drain,
+            role,
+            h2: H2Limits {
+                max_streams: limits.h2_max_streams,
+                stream_window: limits.h2_stream_window,
+                connection_window: limits.h2_connection_window,
+            },
+            max_abandoned: limits.max_abandoned,
+        }
+    }
+}
+
+/// The connection builder: HTTP/1.1 and HTTP/2, with the limits.
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Head and idle timeouts are `io::ClientIo`'s: hyper's own header
+        // timer also runs while a kept-alive connection idles.
+        .header_read_timeout(None)
+        .max_buf_size(options.max_header_size)
+        .half_close(true)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(options.h2.max_streams)
+        .max_header_list_size(u32::try_from(options.max_header_size).unwrap_or(u32::MAX))
+        .initial_stream_window_size(options.h2.stream_window)
+        .initial_connection_window_size(options.h2.connection_window)
+        // h2's own Rapid Reset guard: streams reset before being accepted.
+        .max_pending_accept_reset_streams(20);
+    builder
 }
 
 /// What a listener serves.
@@ -67,26 +133,20 @@ pub enum Role {
     Admin,
 }
 
-/// Serves `listener` until `stop` is cancelled, then drains.
+/// Serves `listener` until `stop` is cancelled, then drains. With `tls`,
+/// every connection is a TLS one.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     stop: CancellationToken,
     options: ServeOptions,
+    tls: Option<Tls>,
 ) {
     let router = admin::router(app.clone());
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Head and idle timeouts are `io::ClientIo`'s: hyper's own header
-        // timer also runs while a kept-alive connection idles.
-        .header_read_timeout(None)
-        .max_buf_size(options.max_header_size)
-        .half_close(true)
-        .keep_alive(true);
+    let builder = Arc::new(builder(&options));
     let cap = limit::ConnectionCap::new(options.max_connections);
+    let proto = if tls.is_some() { "https" } else { "http" };
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => break,
@@ -103,24 +163,51 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let activity = Activity::new();
+        let activity = Activity::new(options.max_abandoned);
         let io = ClientIo::new(tcp, options.timeouts, activity.clone());
         let service = hyper::service::service_fn({
             let app = app.clone();
             let router = router.clone();
             let role = options.role;
-            move |req| handle(app.clone(), &router, role, client, &activity, req)
+            let activity = activity.clone();
+            let info = ClientInfo {
+                addr: client,
+                proto,
+            };
+            move |req| handle(app.clone(), &router, role, info, &activity, req)
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         let metrics = app.metrics.clone();
+        let handshake = options.timeouts.header_read;
         tokio::spawn(async move {
             let _permit = permit;
             let _open = metrics.connection_opened();
-            if let Err(e) = conn.await {
-                tracing::trace!(%client, error = %e, "client connection ended with an error");
+            let served = async {
+                match tls {
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                        watcher.watch(conn).await.map_err(|e| e.to_string())
+                    }
+                    Some(tls) => {
+                        let stream = tokio::time::timeout(handshake, tls.acceptor.accept(io))
+                            .await
+                            .map_err(|_| "TLS handshake timed out".to_owned())?
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn).await.map_err(|e| e.to_string())
+                    }
+                }
+            };
+            tokio::select! {
+                result = served => if let Err(e) = result {
+                    tracing::trace!(%client, error = %e, "client connection ended with an error");
+                },
+                () = activity.killed() => {
+                    Metrics::inc(&metrics.abandoning_connections);
+                    tracing::debug!(%client, abandoned = activity.abandoned(), "connection closed for abandoning its requests");
+                }
             }
         });
     }
@@ -139,11 +226,13 @@ fn handle(
     app: Arc<App>,
     router: &Router,
     role: Role,
-    client: SocketAddr,
+    info: ClientInfo,
     activity: &Arc<Activity>,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<> {
     let guard = activity.start();
+    let answering = activity.answering();
+    let client = info.addr;
     let checked = request::check(&mut req);
     let admin = match role {
         Role::Admin => true,
@@ -155,25 +244,22 @@ fn handle(
         router.clone()
     });
     async move {
-        if let Err(bad) = checked {
+        let response = if let Err(bad) = checked {
             Metrics::inc(&app.metrics.client_bad_heads);
-            return Ok(refuse(bad, guard));
-        }
-        Ok(match router {
-            Some(router) => {
-                let response = router.oneshot(req.map(Body::new)).await?;
-                // Small, and sent at once: the request ends with it.
-                drop(guard);
-                response
+            refuse(bad, guard)
+        } else {
+            match router {
+                Some(router) => {
+                    let response = router.oneshot(req.map(Body::new)).await?;
+                    // Small, and sent at once: the request ends with it.
+                    drop(guard);
+                    response
+                }
+                None => app.proxy.forward(info, req, Some(guard)).await,
             }
-            None => {
-                let info = ClientInfo {
-                    addr: client,
-                    proto: "http",
-                };
-                app.proxy.forward(info, req, Some(guard)).await
-            }
-        })
+        };
+        answering.answered();
+        Ok(response)
     }
 }
 
