@@ -129,7 +129,10 @@ impl Balancer {
             orchestrator.clone(),
             pool.clone(),
             events.clone(),
-            Arc::new(health::HttpProbe::default()),
+            match c.health_check {
+                config::HealthCheck::Http => Arc::new(health::HttpProbe::default()),
+                config::HealthCheck::Grpc => Arc::new(health::GrpcProbe::default()),
+            },
             c.replicas,
             supervisor_stop.clone(),
         )

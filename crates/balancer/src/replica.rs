@@ -37,6 +37,27 @@ pub fn generated_id(name: &str) -> Option<ReplicaId> {
     (k >= 1 && generated_name(k) == name).then_some(k)
 }
 
+/// The protocol a replica speaks to the balancer.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 (keep-alive, pooled connections).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge, no TLS (gRPC replicas).
+    H2c,
+}
+
 /// Whether a replica takes traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +105,8 @@ pub struct Replica {
     pub authority: http::uri::Authority,
     /// Relative weight for weighted round robin (>= 1).
     pub weight: u32,
+    /// What it speaks.
+    pub protocol: Protocol,
     /// Which incarnation of `name` this is; a new one on every replacement.
     pub generation: Generation,
     /// Process id when the replica is a local process.
@@ -115,6 +138,7 @@ impl Replica {
             addr,
             authority,
             weight: weight.max(1),
+            protocol: Protocol::Http1,
             generation,
             pid: None,
             started: Instant::now(),
@@ -124,6 +148,12 @@ impl Replica {
             failures: AtomicU64::new(0),
             limit: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Limits it to `max` requests in flight at once (0: no limit).

@@ -50,6 +50,15 @@ fn policy_values() -> PossibleValuesParser {
     )
 }
 
+/// How replicas are asked whether they are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HealthCheck {
+    /// `GET /heartbeat`, alive on a 200.
+    Http,
+    /// `grpc.health.v1.Health/Check`, alive when SERVING.
+    Grpc,
+}
+
 /// Everything the balancer can be told.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -89,6 +98,19 @@ pub struct Config {
     #[arg(long, env = "LB_WEIGHT", value_delimiter = ',')]
     pub weight: Vec<String>,
 
+    /// What replicas speak: http1, or h2c (HTTP/2 without TLS, for gRPC
+    /// replicas). A static upstream's h2c:// URL says it for itself.
+    #[arg(
+        long,
+        env = "LB_UPSTREAM_PROTOCOL",
+        value_enum,
+        default_value = "http1"
+    )]
+    pub upstream_protocol: crate::replica::Protocol,
+    /// How replicas are asked whether they are alive: http (GET
+    /// /heartbeat) or grpc (the grpc.health.v1 health service).
+    #[arg(long, env = "LB_HEALTH_CHECK", value_enum, default_value = "http")]
+    pub health_check: HealthCheck,
     /// Interval of active /heartbeat checks (e.g. 500ms, 1s).
     #[arg(long, env = "LB_HEALTH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub health_interval: Duration,

@@ -31,6 +31,7 @@ impl Config {
             retry_backoff: crate::supervisor::REPLACE_RETRY_BACKOFF,
             weights,
             max_conns_per_replica: self.limits.max_conns_per_replica,
+            upstream_protocol: self.upstream_protocol,
             health: self.health_config(),
         }
     }

@@ -130,6 +130,9 @@ pub struct Instance {
     pub handle: String,
     pub addr: SocketAddr,
     pub pid: Option<u32>,
+    /// What it speaks, if the orchestrator knows (a static upstream's
+    /// `h2c://`); otherwise `--upstream-protocol`.
+    pub protocol: Option<crate::replica::Protocol>,
     /// Resolves when the instance stops for any reason; `None` if the
     /// orchestrator cannot tell (active health checks still will).
     pub exited: Option<BoxFuture<'static, ()>>,

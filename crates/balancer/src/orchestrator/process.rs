@@ -219,6 +219,7 @@ impl ProcessOrchestrator {
         );
         let mut exited = exit_rx;
         Ok(Instance {
+            protocol: None,
             handle,
             addr,
             pid,

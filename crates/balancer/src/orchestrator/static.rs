@@ -11,13 +11,14 @@ use std::{
 };
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::replica::generated_name;
+use crate::replica::{Protocol, generated_name};
 
 /// Flags of the static orchestrator.
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Static orchestrator")]
 pub struct StaticArgs {
-    /// With --orchestrator static: an upstream as [NAME=]http://HOST:PORT[#weight=W]; repeat it.
+    /// With --orchestrator static: an upstream as [NAME=]http://HOST:PORT[#weight=W]
+    /// (h2c://HOST:PORT for one that speaks HTTP/2 without TLS); repeat it.
     #[arg(long, env = "LB_UPSTREAM", value_delimiter = ',')]
     pub upstream: Vec<String>,
 }
@@ -47,6 +48,8 @@ pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// `Some(H2c)` for an `h2c://` URL.
+    pub protocol: Option<Protocol>,
 }
 
 impl Upstream {
@@ -70,16 +73,27 @@ impl Upstream {
                 spec,
             ),
         };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("upstream '{url}' must start with http://"))?;
+        let (rest, protocol) = match (url.strip_prefix("http://"), url.strip_prefix("h2c://")) {
+            (Some(rest), _) => (rest, None),
+            (None, Some(rest)) => (rest, Some(Protocol::H2c)),
+            _ => {
+                return Err(format!(
+                    "upstream '{url}' must start with http:// or h2c://"
+                ));
+            }
+        };
         let hostport = rest.trim_end_matches('/');
         let addr = hostport
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve upstream '{hostport}': {e}"))?
             .next()
             .ok_or_else(|| format!("upstream '{hostport}' resolves to nothing"))?;
-        Ok(Self { name, addr, weight })
+        Ok(Self {
+            name,
+            addr,
+            weight,
+            protocol,
+        })
     }
 }
 
@@ -115,6 +129,7 @@ impl Orchestrator for StaticOrchestrator {
                     id,
                 },
                 instance: Instance {
+                    protocol: u.protocol,
                     handle: u.name.clone(),
                     addr: u.addr,
                     pid: None,
@@ -150,6 +165,8 @@ mod tests {
         let u = Upstream::parse("web=http://127.0.0.1:81/#weight=3", 4).expect("named");
         assert_eq!((u.name.as_str(), u.addr.port(), u.weight), ("web", 81, 3));
         assert!(Upstream::parse("https://127.0.0.1:1", 0).is_err());
+        let u = Upstream::parse("grpc=h2c://127.0.0.1:50051", 0).expect("h2c");
+        assert_eq!((u.name.as_str(), u.protocol), ("grpc", Some(Protocol::H2c)));
         assert!(Upstream::parse("http://127.0.0.1:1#weight=0", 0).is_err());
         assert!(Upstream::parse("http://no-port", 0).is_err());
     }

@@ -5,7 +5,7 @@
 //! request and closed before answering, and otherwise the replica's, which
 //! is blamed here: the one place passive health is fed from the data path.
 
-use std::error::Error as _;
+use std::{error::Error as _, time::Duration};
 
 use axum::body::Body;
 use http::{Request, Response};
@@ -19,7 +19,7 @@ use super::{
 use crate::{
     events::{EventKind, EventLog},
     metrics::Metrics,
-    replica::{Health, InFlight, Replica},
+    replica::{Health, InFlight, Protocol, Replica},
 };
 
 /// What one attempt came to.
@@ -44,20 +44,28 @@ impl Proxy {
         in_flight: InFlight,
         upstream: Request<Body>,
         upload: &Upload,
+        response_timeout: Duration,
     ) -> Outcome {
         let since = Instant::now();
         let deadline = async {
             upload.sent().await;
-            tokio::time::sleep(self.config.response_timeout).await;
+            tokio::time::sleep(response_timeout).await;
+        };
+        let client = match in_flight.replica().protocol {
+            Protocol::Http1 => &self.client,
+            Protocol::H2c => &self.client_h2c,
         };
         let sent = tokio::select! {
-            sent = self.client.request(upstream) => sent,
+            sent = client.request(upstream) => sent,
             () = deadline => {
-                Metrics::inc(&self.metrics.timeouts);
-                let timeout = self.config.response_timeout;
-                blame(in_flight.replica(), &self.events, || {
-                    format!("no answer within {} ms", timeout.as_millis())
-                });
+                // A client's shorter deadline (grpc-timeout) running out is
+                // not the replica's failure; --response-timeout is.
+                if response_timeout >= self.config.response_timeout {
+                    Metrics::inc(&self.metrics.timeouts);
+                    blame(in_flight.replica(), &self.events, || {
+                        format!("no answer within {} ms", response_timeout.as_millis())
+                    });
+                }
                 return Outcome::TimedOut;
             }
         };

@@ -3,6 +3,8 @@
 //! until the body has been sent, and bounded in time: a replica that pauses
 //! its body longer than `--upstream-idle-timeout` has the response cut off
 //! (the client sees it truncated, never silently shortened) and is blamed.
+//! A gRPC call with a `grpc-timeout` is ended at its deadline with
+//! DEADLINE_EXCEEDED in the trailers, and its upstream stream dropped.
 
 use std::{
     pin::Pin,
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::attempt::blame;
+use super::{attempt::blame, grpc};
 use crate::{activity::RequestGuard, events::EventLog, replica::InFlight};
 
 /// A response body that keeps its request counted in flight until it ends.
@@ -27,6 +29,9 @@ pub(super) struct InFlightBody {
     idle: Option<Pin<Box<Sleep>>>,
     events: Arc<EventLog>,
     _request: Option<RequestGuard>,
+    /// A gRPC call's deadline; `None` once it has ended the body.
+    deadline: Option<Pin<Box<Sleep>>>,
+    ended: bool,
 }
 
 impl InFlightBody {
@@ -36,6 +41,7 @@ impl InFlightBody {
         idle_timeout: Duration,
         events: Arc<EventLog>,
         request: Option<RequestGuard>,
+        deadline: Option<Instant>,
     ) -> Self {
         Self {
             inner,
@@ -44,6 +50,8 @@ impl InFlightBody {
             idle: None,
             events,
             _request: request,
+            deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            ended: false,
         }
     }
 }
@@ -57,6 +65,19 @@ impl hyper::body::Body for InFlightBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.ended = true;
+            let trailers = grpc::status(
+                grpc::Code::DeadlineExceeded,
+                "the call's grpc-timeout passed",
+            );
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(idle) = &mut this.idle {
@@ -91,7 +112,7 @@ impl hyper::body::Body for InFlightBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

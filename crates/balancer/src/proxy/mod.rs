@@ -25,6 +25,7 @@ mod attempt;
 mod body;
 mod connector;
 mod error;
+mod grpc;
 mod headers;
 mod payload;
 mod tried;
@@ -35,7 +36,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, request::Parts};
+use http::{Method, Request, Response, StatusCode, Uri, Version, request::Parts};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -53,7 +54,7 @@ use crate::{
     metrics::Metrics,
     policy::{KeySource, Pick},
     pool::{Pool, Snapshot},
-    replica::{InFlight, Replica},
+    replica::{InFlight, Protocol, Replica},
 };
 use attempt::{Outcome, blame};
 use body::InFlightBody;
@@ -102,7 +103,10 @@ pub struct ClientInfo {
 pub struct Proxy {
     config: ProxyConfig,
     pool: Arc<Pool>,
+    /// HTTP/1.1 replicas' pool.
     client: Client<connector::Connector, Body>,
+    /// h2c replicas' pool (one multiplexed connection each).
+    client_h2c: Client<connector::Connector, Body>,
     metrics: Arc<Metrics>,
     events: Arc<EventLog>,
 }
@@ -121,11 +125,18 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(UPSTREAM_IDLE)
             .pool_max_idle_per_host(config.max_idle_per_replica)
+            .build(connector::Connector(connector.clone()));
+        let client_h2c = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(UPSTREAM_IDLE)
+            .http2_only(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .http2_keep_alive_interval(Some(UPSTREAM_IDLE / 2))
             .build(connector::Connector(connector));
         Self {
             config,
             pool,
             client,
+            client_h2c,
             metrics,
             events,
         }
@@ -154,8 +165,12 @@ impl Proxy {
             .flatten();
         let (mut parts, body) = req.into_parts();
         let key = self.config.key.key(&parts, client.addr.ip());
+        let call = Call {
+            grpc: grpc::is_grpc(&parts.headers),
+            deadline: grpc::timeout(&parts.headers).map(|t| started + t),
+        };
         let response = match Payload::read(body, self.config.upload).await {
-            Err(fault) => self.client_fault(fault),
+            Err(fault) => self.client_fault(fault, call),
             Ok((payload, upload)) => {
                 headers::prepare_headers(&mut parts.headers, client.addr, client.proto);
                 match upgrade {
@@ -168,7 +183,7 @@ impl Proxy {
                         self.tunnel(parts, payload, key, to).await
                     }
                     None => {
-                        self.send(parts, payload, upload, key, started, request)
+                        self.send(parts, payload, upload, key, started, call, request)
                             .await
                     }
                 }
@@ -180,6 +195,7 @@ impl Proxy {
 
     /// Tries replicas in the policy's order until one answers, or there is
     /// no one left to try, or the request may not be sent again.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         mut parts: Parts,
@@ -187,6 +203,7 @@ impl Proxy {
         upload: Arc<Upload>,
         key: u64,
         started: Instant,
+        call: Call,
         request: Option<RequestGuard>,
     ) -> Response<Body> {
         let path_and_query = parts.uri.path_and_query().cloned();
@@ -231,13 +248,20 @@ impl Proxy {
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
             *upstream.headers_mut() = headers;
+            if replica.protocol == Protocol::H2c {
+                *upstream.version_mut() = Version::HTTP_2;
+            }
+            let response_timeout = call.response_timeout(self.config.response_timeout);
 
-            match self.attempt(in_flight, upstream, &upload).await {
+            match self
+                .attempt(in_flight, upstream, &upload, response_timeout)
+                .await
+            {
                 Outcome::Answered(resp, in_flight) => {
                     self.metrics.upstream_latency(started.elapsed());
-                    return self.relay(resp, in_flight, &parts.uri, request);
+                    return self.relay(resp, in_flight, &parts.uri, call, request);
                 }
-                Outcome::ClientFault(fault) => return self.client_fault(fault),
+                Outcome::ClientFault(fault) => return self.client_fault(fault, call),
                 Outcome::Stale => {
                     last_error = UpstreamError::Failed;
                     if idempotent && payload.replayable() && !stale_retried {
@@ -260,7 +284,7 @@ impl Proxy {
                     }
                 }
                 Outcome::TimedOut => {
-                    last_error = UpstreamError::Timeout(self.config.response_timeout);
+                    last_error = UpstreamError::Timeout(response_timeout);
                     break;
                 }
             }
@@ -269,7 +293,7 @@ impl Proxy {
         if last_error == UpstreamError::NoReplica {
             Metrics::inc(&self.metrics.no_replica);
         }
-        last_error.response()
+        last_error.response(call.grpc)
     }
 
     /// The next replica for `key` that has not been tried; counted as tried.
@@ -336,7 +360,7 @@ impl Proxy {
                 }
                 Ok(resp) => {
                     in_flight.served();
-                    return self.relay(resp, in_flight, &parts.uri, to.request);
+                    return self.relay(resp, in_flight, &parts.uri, Call::PLAIN, to.request);
                 }
                 Err(tunnel::TunnelError::Connect) => {
                     last_error = UpstreamError::Connect;
@@ -356,12 +380,12 @@ impl Proxy {
                 break;
             }
         }
-        last_error.response()
+        last_error.response(false)
     }
 
     /// The answer to a request whose upload failed: the client's fault, so
     /// its connection is closed (its framing cannot be trusted any more).
-    fn client_fault(&self, fault: ClientFault) -> Response<Body> {
+    fn client_fault(&self, fault: ClientFault, call: Call) -> Response<Body> {
         let (counter, error) = match fault {
             ClientFault::Stalled | ClientFault::TooSlow => (
                 &self.metrics.client_body_timeouts,
@@ -373,7 +397,7 @@ impl Proxy {
             ),
         };
         Metrics::inc(counter);
-        let mut response = error.response();
+        let mut response = error.response(call.grpc);
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),
@@ -388,9 +412,10 @@ impl Proxy {
         resp: Response<Incoming>,
         in_flight: InFlight,
         uri: &Uri,
+        call: Call,
         request: Option<RequestGuard>,
     ) -> Response<Body> {
-        if self.config.spec_not_found && resp.status() == StatusCode::NOT_FOUND {
+        if self.config.spec_not_found && !call.grpc && resp.status() == StatusCode::NOT_FOUND {
             return failure(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -402,7 +427,7 @@ impl Proxy {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Only an upgrade request may be answered 101 (RFC 9110 15.2.2).
             in_flight.replica().record_failure();
-            return UpstreamError::UnaskedSwitch.response();
+            return UpstreamError::UnaskedSwitch.response(call.grpc);
         }
         let (mut parts, body) = resp.into_parts();
         // Both framings: Transfer-Encoding governs, and a Content-Length
@@ -419,8 +444,33 @@ impl Proxy {
                 self.config.upstream_idle,
                 self.events.clone(),
                 request,
+                call.deadline,
             )),
         )
+    }
+}
+
+/// What the proxy knows of a call beyond its request.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    /// A gRPC call: failures are answered in gRPC's shape.
+    grpc: bool,
+    /// When the client's `grpc-timeout` runs out.
+    deadline: Option<Instant>,
+}
+
+impl Call {
+    const PLAIN: Self = Self {
+        grpc: false,
+        deadline: None,
+    };
+
+    /// The wait for a response head: `configured`, or less if the call's
+    /// deadline comes first.
+    fn response_timeout(self, configured: Duration) -> Duration {
+        self.deadline.map_or(configured, |d| {
+            d.saturating_duration_since(Instant::now()).min(configured)
+        })
     }
 }
 

@@ -26,7 +26,7 @@ pub fn effective_max_connections(wanted: usize) -> usize {
     // A client connection and, behind it, an upstream connection.
     let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX);
     if fits < wanted {
-        tracing::warn!(
+        tracing::info!(
             wanted,
             fits,
             nofile = limit,

@@ -72,6 +72,8 @@ pub struct Settings {
     pub health: crate::health::HealthConfig,
     /// Most requests in flight to one replica (0: no limit).
     pub max_conns_per_replica: usize,
+    /// What replicas speak unless their orchestrator says otherwise.
+    pub upstream_protocol: crate::replica::Protocol,
 }
 
 type Reply = oneshot::Sender<Result<Vec<String>, MembershipError>>;
@@ -272,6 +274,7 @@ impl Supervisor {
             let replica = Arc::new(
                 Replica::new(&name, id, instance.addr, weight, generation)
                     .with_pid(instance.pid)
+                    .with_protocol(self.protocol_of(&instance))
                     .with_limit(self.settings.max_conns_per_replica),
             );
             self.events
@@ -375,8 +378,14 @@ impl Supervisor {
         Arc::new(
             Replica::new(name, id, instance.addr, weight, generation)
                 .with_pid(instance.pid)
+                .with_protocol(self.protocol_of(instance))
                 .with_limit(self.settings.max_conns_per_replica),
         )
+    }
+
+    /// What an instance speaks.
+    fn protocol_of(&self, instance: &Instance) -> crate::replica::Protocol {
+        instance.protocol.unwrap_or(self.settings.upstream_protocol)
     }
 
     /// Refuses a change when someone else runs the replicas.

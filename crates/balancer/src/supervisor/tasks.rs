@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{Message, Op, Supervisor};
 use crate::{
-    health::wait_ready,
+    health::{Target, wait_ready},
     orchestrator::{Orchestrator, OrchestratorError, ReplicaSpec},
     replica::{Generation, Health, Replica},
 };
@@ -43,6 +43,7 @@ impl Supervisor {
         let probe = self.watcher.probe.clone();
         let tx = self.tx.clone();
         let ready_timeout = self.settings.ready_timeout;
+        let default_protocol = self.settings.upstream_protocol;
         let stopping = self.stopping.clone();
         self.tasks.spawn(async move {
             if let Some(old) = old
@@ -60,8 +61,13 @@ impl Supervisor {
                             reason: format!("bad address {}", instance.addr),
                         }
                     })?;
+                    let authority: http::uri::Authority = authority;
+                    let target = Target {
+                        authority: &authority,
+                        protocol: instance.protocol.unwrap_or(default_protocol),
+                    };
                     let ready = tokio::select! {
-                        ready = wait_ready(probe.as_ref(), &authority, ready_timeout) => ready,
+                        ready = wait_ready(probe.as_ref(), target, ready_timeout) => ready,
                         () = stopping.cancelled() => false,
                     };
                     if ready && !stopping.is_cancelled() {

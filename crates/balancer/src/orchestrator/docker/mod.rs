@@ -289,6 +289,7 @@ impl DockerOrchestrator {
             }
         };
         Ok(Instance {
+            protocol: None,
             exited: Some(self.exited(docker, &id)),
             handle: id,
             addr,
@@ -330,6 +331,7 @@ impl DockerOrchestrator {
             .map(|(spec, id, addr)| Adopted {
                 spec,
                 instance: Instance {
+                    protocol: None,
                     exited: Some(self.exited(docker.clone(), &id)),
                     handle: id,
                     addr,

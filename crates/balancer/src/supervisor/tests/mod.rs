@@ -56,9 +56,10 @@ impl Fake {
 impl Probe for Fake {
     fn check<'a>(
         &'a self,
-        authority: &'a http::uri::Authority,
+        target: crate::health::Target<'a>,
         _timeout: Duration,
     ) -> BoxFuture<'a, bool> {
+        let authority = target.authority;
         let alive = self
             .live
             .lock()
@@ -95,6 +96,7 @@ impl Orchestrator for Fake {
             let handle = format!("{}#{n}", spec.name);
             self.live.lock().expect("live").insert(handle.clone(), addr);
             Ok(Instance {
+                protocol: None,
                 handle,
                 addr,
                 pid: None,
@@ -123,6 +125,7 @@ fn settings() -> Settings {
         weights: HashMap::new(),
         health: health(),
         max_conns_per_replica: 0,
+        upstream_protocol: crate::replica::Protocol::Http1,
     }
 }
 

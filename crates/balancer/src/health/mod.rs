@@ -1,5 +1,7 @@
-//! Health: active `/heartbeat` checks, readiness waits, and the watcher that
-//! turns a replica's death into an event for the supervisor.
+//! Health: active checks, readiness waits, and the watcher that turns a
+//! replica's death into an event for the supervisor. How a replica is asked
+//! is a [`Probe`] ([`probe`]: `GET /heartbeat`; [`grpc`]: the gRPC health
+//! service).
 //!
 //! Active checks run every `interval` with a `timeout`; `fall` failures in a
 //! row mark a replica down, `rise` successes mark it up again. Passive
@@ -7,16 +9,15 @@
 //! `Suspect` at once, which takes it out of rotation until this checker has
 //! seen it answer `rise` times (the back-off), or down after `fall` misses.
 
+pub mod grpc;
+pub mod probe;
+
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::uri::Authority;
-use http_body_util::Empty;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use tokio::sync::mpsc;
+
+pub use grpc::GrpcProbe;
+pub use probe::{HttpProbe, Probe, Target, wait_ready};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -47,66 +48,6 @@ pub enum Signal {
         name: String,
         generation: Generation,
     },
-}
-
-/// Asks a replica whether it is alive. The HTTP heartbeat is the one the
-/// contract names; tests use a probe that answers without a network.
-pub trait Probe: Send + Sync + std::fmt::Debug + 'static {
-    /// One check: `true` if the replica answered in time that it is alive.
-    fn check<'a>(&'a self, authority: &'a Authority, timeout: Duration) -> BoxFuture<'a, bool>;
-}
-
-/// How long one check made while waiting for a new replica may take.
-const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Polls `probe` until the replica answers or `deadline` passes, backing off
-/// from 5 ms to 100 ms between checks.
-pub async fn wait_ready(probe: &dyn Probe, authority: &Authority, deadline: Duration) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    let mut pause = Duration::from_millis(5);
-    while tokio::time::Instant::now() < until {
-        if probe.check(authority, READY_CHECK_TIMEOUT).await {
-            return true;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-    false
-}
-
-/// `GET /heartbeat`, alive on a 200. A small client of its own, separate
-/// from the proxy's pool, so checks never queue behind client traffic.
-#[derive(Clone, Debug)]
-pub struct HttpProbe {
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Default for HttpProbe {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(2)
-            .build(connector);
-        Self { client }
-    }
-}
-
-impl Probe for HttpProbe {
-    fn check<'a>(&'a self, authority: &'a Authority, timeout: Duration) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            let uri = http::Uri::builder()
-                .scheme("http")
-                .authority(authority.clone())
-                .path_and_query("/heartbeat")
-                .build();
-            let Ok(uri) = uri else { return false };
-            let fut = self.client.get(uri);
-            matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(resp)) if resp.status() == http::StatusCode::OK)
-        })
-    }
 }
 
 /// Everything a watcher needs.
@@ -155,7 +96,7 @@ impl Watcher {
             ticker.tick().await;
             let answered = self
                 .probe
-                .check(&replica.authority, self.config.timeout)
+                .check(Target::of(replica), self.config.timeout)
                 .await;
             if !answered {
                 replica.record_failure();
