@@ -49,6 +49,8 @@ impl Seen {
 pub enum Reply {
     /// Write these bytes, keep the connection for the next request.
     Send(Vec<u8>),
+    /// Wait, then write these bytes and keep the connection.
+    SendAfter(Duration, Vec<u8>),
     /// Write these bytes, then hold the connection without writing more.
     SendAndStall(Vec<u8>),
     /// Close the connection without answering.
@@ -124,6 +126,12 @@ where
         };
         match reply {
             Reply::Send(bytes) => {
+                if socket.get_mut().write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::SendAfter(wait, bytes) => {
+                tokio::time::sleep(wait).await;
                 if socket.get_mut().write_all(&bytes).await.is_err() {
                     return;
                 }
