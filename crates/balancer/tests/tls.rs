@@ -158,27 +158,9 @@ async fn https_with_alpn_forwarding_headers_and_a_reload_that_drops_nothing() {
     lb.stop().await;
 }
 
-fn have(tool: &str) -> bool {
-    std::process::Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-        || std::process::Command::new(tool)
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-}
-
 #[tokio::test]
 async fn real_clients_curl_h2_h2c_and_openssl_tls12_tls13() {
-    assert!(
-        have("curl") && have("openssl"),
-        "curl and openssl are needed (.ci/run installs them)"
-    );
+    common::ensure_tools(&[("curl", "curl"), ("openssl", "openssl")]);
     let dir = temp("clients");
     let (cert, key, _) = pair(&dir, "c");
     let up = raw_upstream(|_| ok("fine")).await;

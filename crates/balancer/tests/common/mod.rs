@@ -237,3 +237,42 @@ pub fn local_backend_on(listener: TcpListener, id: &str, delay_ms: u64) -> Local
         stop: Some(tx),
     }
 }
+
+/// Installs the Debian packages of the command-line tools a test drives
+/// (`(program, package)`) when they are missing: tests install what they
+/// need themselves, so `cargo test` works on a fresh machine.
+pub fn ensure_tools(tools: &[(&str, &str)]) {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(program, _)| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .stdout(Stdio::null())
+                .status()
+                .map_or(true, |s| !s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let sudo: &[&str] = if std::env::var("USER").as_deref() == Ok("root")
+        || std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        }) {
+        &[]
+    } else {
+        &["sudo"]
+    };
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(sudo.first().copied().unwrap_or(args[0]));
+        command.args(if sudo.is_empty() { &args[1..] } else { args });
+        command.env("DEBIAN_FRONTEND", "noninteractive").status()
+    };
+    let _ = run(&["apt-get", "update", "-q"]);
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    let status = run(&install).expect("apt-get");
+    assert!(status.success(), "could not install {missing:?}");
+}
