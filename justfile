@@ -46,7 +46,8 @@ e2e:
 # Proxy benchmark side by side with HAProxy and nginx -- the headline
 # (50/500 connections x 1/2 threads) and every suite: instructions per
 # request, 10,000 connections, 1 MiB bodies, 100 replicas, memory per
-# connection -- then the criterion benches (policy pick, ring lookup).
+# connection, TLS keep-alive / new handshakes / h2 -- then the criterion
+# benches (policy pick, ring lookup).
 # About 20 minutes on 2 cores. `bench/run --suites headline` alone is quick.
 bench OUT="analysis/bench":
     bench/run --out {{OUT}}

@@ -26,6 +26,10 @@ Suites (--suites, all by default; `--suites headline` for a quick run):
                 of ours beside HAProxy roundrobin and leastconn
   memory        RSS at rest, at 500 and 10,000 idle and active connections,
                 and KiB per connection
+  tls           TLS termination and HTTP/2 (each proxy with the same
+                certificate): TLS keep-alive req/s (wrk), new TLS handshakes
+                per second (h2load --h1, Connection: close), h2 req/s
+                (h2load, ALPN h2)
 
 Writes `results.json` (raw) into --out and calls `bench/report` to render
 `results.md`, `chart.svg` and `dimensions.svg` from it.
@@ -52,12 +56,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import ANALYSIS, ROOT, cargo, counters, log, procs, proxies, suites
+from . import ANALYSIS, ROOT, cargo, counters, log, procs, proxies, suites, tls
 from .machine import ensure_tools, machine
 from .measure import Load, Setup, alternate, describe_http, median_of, one_run
 from .proxies import Target
 
-SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory"]
+SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory", "tls"]
 SUITE_NOTES = {
     "instructions": "no hardware counters here (perf stat: <not supported>), callgrind over {args.instr_requests} "
                     "responses per proxy instead",
@@ -65,6 +69,7 @@ SUITE_NOTES = {
     "large": "1 MiB responses and uploads, {args.large_connections} connections",
     "replicas100": "{args.replicas} replicas, every policy",
     "memory": "RSS at {levels} idle and active connections",
+    "tls": "TLS keep-alive, new handshakes and h2, {args.tls_connections} connections",
 }
 
 
@@ -124,6 +129,8 @@ def parser():
     g.add_argument("--replicas", type=int, default=100, help="replicas of the many-replica suite")
     g.add_argument("--replicas-connections", type=int, default=50)
     g.add_argument("--policies", help="our policies for the many-replica suite (default: all, from balancer --help)")
+    g.add_argument("--tls-connections", type=int, default=50, help="connections of the TLS and h2 runs")
+    g.add_argument("--tls-handshakes", type=int, default=20000, help="new connections per handshake run")
     g.add_argument("--memory-levels", default="500,10000", help="idle and active connection counts")
     return ap
 
@@ -141,7 +148,10 @@ def main(argv=None):
     chosen = suite_list(args.suites)
     procs.install_cleanup()
     nofile = procs.raise_nofile()
-    ensure_tools(not args.no_install, {"valgrind": "valgrind"} if "instructions" in chosen else {})
+    extra_tools = {"valgrind": "valgrind"} if "instructions" in chosen else {}
+    if "tls" in chosen:
+        extra_tools.update(h2load="nghttp2-client", openssl="openssl", curl="curl")
+    ensure_tools(not args.no_install, extra_tools)
     bins = cargo.build(args.no_build, args.bin_dir)
     conns = [int(c) for c in args.connections.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
@@ -181,6 +191,8 @@ def main(argv=None):
                         setup, args.repeat, args.replicas, args.replicas_connections, args.duration, args.warmup,
                         our_policies=args.policies.split(",") if args.policies else None),
                     "memory": lambda: suites.memory(setup, proxies_only, args.repeat, levels, levels),
+                    "tls": lambda: tls.suite(setup, proxies_only, args.repeat, args.tls_connections, args.duration,
+                                             args.warmup, handshakes=args.tls_handshakes),
                 }
                 for key, fn in plan.items():
                     if key not in chosen:
