@@ -28,6 +28,7 @@ mod error;
 mod grpc;
 mod headers;
 mod payload;
+pub mod request_id;
 mod tried;
 mod tunnel;
 mod upload;
@@ -48,6 +49,7 @@ pub use payload::RETRY_BUFFER;
 pub use upload::{ClientFault, UploadLimits};
 
 use crate::{
+    access_log::{self, AccessLog},
     activity::RequestGuard,
     error::failure,
     events::EventLog,
@@ -109,6 +111,8 @@ pub struct Proxy {
     client_h2c: Client<connector::Connector, Body>,
     metrics: Arc<Metrics>,
     events: Arc<EventLog>,
+    /// `--access-log`, when on.
+    access_log: Option<AccessLog>,
 }
 
 impl Proxy {
@@ -139,7 +143,15 @@ impl Proxy {
             client_h2c,
             metrics,
             events,
+            access_log: None,
         }
+    }
+
+    /// Logs every request to `log` (`--access-log`).
+    #[must_use]
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Forwards one client request and answers it; never fails, never hangs:
@@ -157,6 +169,15 @@ impl Proxy {
     {
         Metrics::inc(&self.metrics.requests);
         let started = Instant::now();
+        let request_id = request_id::ensure(req.headers_mut());
+        let head = self.access_log.as_ref().map(|_| access_log::Head {
+            client: client.addr,
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: request_id.clone(),
+            arrived: std::time::SystemTime::now(),
+            started: started.into_std(),
+        });
         let upgrade = tunnel::wants_upgrade(req.version(), req.headers())
             .then(|| {
                 let protocol = req.headers().get(http::header::UPGRADE).cloned()?;
@@ -190,7 +211,14 @@ impl Proxy {
             }
         };
         self.metrics.response(response.status());
+        let mut response = response;
         response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID, request_id);
+        match (&self.access_log, head) {
+            (Some(log), Some(head)) => log.wrap(head, response),
+            _ => response,
+        }
     }
 
     /// Tries replicas in the policy's order until one answers, or there is
@@ -216,6 +244,8 @@ impl Proxy {
         let mut again = None;
         let mut stale_retried = false;
         let mut attempt = 0;
+        // Requests actually sent to a replica (a stale retry is one more).
+        let mut sent = 0;
         while attempt <= self.config.retries {
             let index = match again.take() {
                 Some(index) => index,
@@ -232,6 +262,7 @@ impl Proxy {
                 continue;
             };
             let Some(body) = payload.take() else { break };
+            sent += 1;
             if attempt > 0 || stale_retried {
                 Metrics::inc(&self.metrics.retries);
             }
@@ -258,8 +289,15 @@ impl Proxy {
                 .await
             {
                 Outcome::Answered(resp, in_flight) => {
-                    self.metrics.upstream_latency(started.elapsed());
-                    return self.relay(resp, in_flight, &parts.uri, call, request);
+                    let latency = started.elapsed();
+                    self.metrics.upstream_latency(latency);
+                    in_flight.replica().latency.observe(latency);
+                    let name = self
+                        .access_log
+                        .as_ref()
+                        .map(|_| in_flight.replica().name.clone());
+                    let response = self.relay(resp, in_flight, &parts.uri, call, request);
+                    return self.served(response, name, sent);
                 }
                 Outcome::ClientFault(fault) => return self.client_fault(fault, call),
                 Outcome::Stale => {
@@ -293,7 +331,23 @@ impl Proxy {
         if last_error == UpstreamError::NoReplica {
             Metrics::inc(&self.metrics.no_replica);
         }
-        last_error.response(call.grpc)
+        self.served(last_error.response(call.grpc), None, sent)
+    }
+
+    /// Notes for the access log who answered, after how many attempts.
+    fn served(
+        &self,
+        mut response: Response<Body>,
+        replica: Option<String>,
+        attempts: usize,
+    ) -> Response<Body> {
+        if self.access_log.is_some() {
+            response.extensions_mut().insert(access_log::Served {
+                replica,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        response
     }
 
     /// The next replica for `key` that has not been tried; counted as tried.
