@@ -22,6 +22,7 @@ const state = {
   lastSeq: 0,
   events: [],           // newest last
   lastEventOf: new Map(),
+  lastFailureOf: new Map(),
   membership: "",
   shares: new Map(),
   rows: new Map(),
@@ -155,6 +156,26 @@ function addEvent(e) {
   state.events.push(e);
   if (state.events.length > MAX_EVENTS) state.events.shift();
   state.lastEventOf.set(e.replica, e);
+  if (FAILURES[e.kind]) state.lastFailureOf.set(e.replica, e);
+}
+
+// How a replica left rotation, in the words of its health checks.
+const FAILURES = {
+  exited: "its process or container exited",
+  down: "missed heartbeats",
+  suspect: "a proxied request failed (passive check)",
+};
+
+const said = (e) => `${e.kind}${e.detail ? ": " + e.detail : ""} (${ago(e.at_ms)})`;
+
+// The last event of a replica, and its last failure if that came before.
+function why(name, last) {
+  if (!last) return "";
+  const failure = state.lastFailureOf.get(name);
+  let text = said(last);
+  if (FAILURES[last.kind]) text += ` — ${FAILURES[last.kind]}`;
+  else if (failure) text += `; last failure: ${said(failure)} — ${FAILURES[failure.kind]}`;
+  return text;
 }
 
 async function loadRing() {
@@ -242,8 +263,7 @@ function renderReplicas() {
     }
     const share = state.shares.get(r.name);
     const values = [
-      r.name, String(r.id), health,
-      e ? `${e.kind}: ${e.detail || "–"} (${ago(e.at_ms)})` : "",
+      r.name, String(r.id), health, why(r.name, e),
       r.addr, String(r.in_flight), String(r.served), fmt(rps), fmt(p50, 2), fmt(p99, 2),
       String(r.failures), share === undefined ? "–" : `${(share * 100).toFixed(1)} %`,
     ];
@@ -339,11 +359,11 @@ function renderCharts() {
 }
 
 function renderRing(ring) {
-  const svg = $("ring-bar");
+  const bar = $("ring-bar");
   const note = $("ring-note");
   if (!ring.hashing) {
     note.textContent = `Policy ${ring.policy} does not hash keys: every replica is eligible for every request.`;
-    svg.replaceChildren();
+    bar.replaceChildren();
     return;
   }
   const n = ring.shares.length;
@@ -352,21 +372,16 @@ function renderRing(ring) {
     (ring.policy === "ring" ? " (measured over the 900,000 six-digit request ids)" : "") +
     `. An even split is ${(100 / Math.max(1, n)).toFixed(1)} % each; the largest is ${top.name} with ` +
     `${(top.share * 100).toFixed(1)} % (${(top.share * n).toFixed(2)}× even).`;
-  const W = 600, L = 4, R = 4, y0 = 8, h = 26;
-  let x = L;
-  const nodes = [];
   const palette = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16", "#4a5568"];
-  ring.shares.forEach((s, i) => {
-    const w = (W - L - R) * s.share;
-    const rect = el("rect", { x, y: y0, width: Math.max(0, w), height: h, fill: palette[i % palette.length] });
-    rect.appendChild(el("title", {}, `${s.name} (id ${s.id}): ${(s.share * 100).toFixed(2)} %`));
-    nodes.push(rect);
-    if (w > 60) nodes.push(el("text", { x: x + 4, y: y0 + 17, fill: "#fff", class: "inbar" }, `${s.name} ${(s.share * 100).toFixed(1)}%`));
-    x += w;
-  });
-  nodes.push(el("text", { x: L, y: 62 }, "0 %"));
-  nodes.push(el("text", { x: W - R, y: 62, "text-anchor": "end" }, "100 % of the hash space"));
-  svg.replaceChildren(...nodes);
+  bar.replaceChildren(...ring.shares.map((s, i) => {
+    const seg = document.createElement("span");
+    const pct = (s.share * 100).toFixed(1);
+    seg.style.width = `${s.share * 100}%`;
+    seg.style.background = palette[i % palette.length];
+    seg.title = `${s.name} (id ${s.id}): ${(s.share * 100).toFixed(2)} %`;
+    seg.textContent = `${s.name} ${pct} %`;
+    return seg;
+  }));
 }
 
 // ---- controls -----------------------------------------------------------
