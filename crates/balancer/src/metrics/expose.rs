@@ -74,6 +74,8 @@ pub fn render(
 
 type CounterOf = fn(&Metrics) -> &std::sync::atomic::AtomicU64;
 type ReplicaValue = fn(&Replica) -> u64;
+/// A family of counters split by one `reason` label: `(reason, field)`.
+type Reasons = &'static [(&'static str, CounterOf)];
 
 /// Unlabelled balancer-wide counters: name (the encoder adds `_total`),
 /// help, field.
@@ -124,7 +126,7 @@ const COUNTERS: &[(&str, &str, CounterOf)] = &[
 ];
 
 /// Failures by who caused them: `(family, help, [(reason, field)])`.
-const CAUSES: &[(&str, &str, &[(&str, CounterOf)])] = &[
+const CAUSES: &[(&str, &str, Reasons)] = &[
     (
         "lb_client_errors",
         "Requests that failed by the client's fault (never blamed on a replica), by reason.",
@@ -283,7 +285,7 @@ impl Scrape {
             .map(|r| [("replica", r.name.clone()), ("id", r.id.to_string())])
             .collect();
         for (name, kind, help, value) in REPLICA_SERIES {
-            let mut d = e.encode_descriptor(name, help, None, kind.clone())?;
+            let mut d = e.encode_descriptor(name, help, None, *kind)?;
             for (r, labels) in self.snapshot.replicas.iter().zip(&labels) {
                 let v = value(r);
                 let m = d.encode_family(labels)?;

@@ -19,7 +19,8 @@
 //! one replica and what it came to), [`connector`] (upstream connections
 //! stamped with their age), [`tried`] (where a retry must not go),
 //! [`body`] (the relayed response body), [`tunnel`] (HTTP/1.1 upgrades),
-//! [`error`] (the response for each way of failing).
+//! [`error`] (the response for each way of failing), [`observe`] and
+//! [`request_id`] (the request's id and its access-log entry).
 
 mod attempt;
 mod body;
@@ -27,6 +28,7 @@ mod connector;
 mod error;
 mod grpc;
 mod headers;
+mod observe;
 mod payload;
 pub mod request_id;
 mod tried;
@@ -49,7 +51,7 @@ pub use payload::RETRY_BUFFER;
 pub use upload::{ClientFault, UploadLimits};
 
 use crate::{
-    access_log::{self, AccessLog},
+    access_log::AccessLog,
     activity::RequestGuard,
     error::failure,
     events::EventLog,
@@ -169,15 +171,7 @@ impl Proxy {
     {
         Metrics::inc(&self.metrics.requests);
         let started = Instant::now();
-        let request_id = request_id::ensure(req.headers_mut());
-        let head = self.access_log.as_ref().map(|_| access_log::Head {
-            client: client.addr,
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            request_id: request_id.clone(),
-            arrived: std::time::SystemTime::now(),
-            started: started.into_std(),
-        });
+        let arrival = self.arrive(&mut req, client, started);
         let upgrade = tunnel::wants_upgrade(req.version(), req.headers())
             .then(|| {
                 let protocol = req.headers().get(http::header::UPGRADE).cloned()?;
@@ -211,14 +205,7 @@ impl Proxy {
             }
         };
         self.metrics.response(response.status());
-        let mut response = response;
-        response
-            .headers_mut()
-            .insert(request_id::X_REQUEST_ID, request_id);
-        match (&self.access_log, head) {
-            (Some(log), Some(head)) => log.wrap(head, response),
-            _ => response,
-        }
+        self.depart(arrival, response)
     }
 
     /// Tries replicas in the policy's order until one answers, or there is
@@ -332,22 +319,6 @@ impl Proxy {
             Metrics::inc(&self.metrics.no_replica);
         }
         self.served(last_error.response(call.grpc), None, sent)
-    }
-
-    /// Notes for the access log who answered, after how many attempts.
-    fn served(
-        &self,
-        mut response: Response<Body>,
-        replica: Option<String>,
-        attempts: usize,
-    ) -> Response<Body> {
-        if self.access_log.is_some() {
-            response.extensions_mut().insert(access_log::Served {
-                replica,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            });
-        }
-        response
     }
 
     /// The next replica for `key` that has not been tried; counted as tried.
