@@ -11,6 +11,7 @@ const HISTORY_S = 300;     // charts
 const WINDOW_S = 10;       // per-replica req/s and percentiles
 const CHART_WINDOW_S = 5;  // pool latency points
 const MAX_EVENTS = 300;
+const RECOVERED_S = 15;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -250,7 +251,11 @@ function renderReplicas() {
     }
     tbody.appendChild(tr); // keeps the status order (by ring id)
     const health = healthOf(r);
-    tr.className = health;
+    // Back up after a failure in the last RECOVERED_S: marked, so a
+    // replacement that took milliseconds is still seen by a person.
+    const failure = state.lastFailureOf.get(r.name);
+    const recovered = health === "up" && failure && Date.now() - failure.at_ms < RECOVERED_S * 1000;
+    tr.className = recovered ? `${health} recovered` : health;
     const e = state.lastEventOf.get(r.name);
     const now = last && last.replicas && last.replicas.get(r.name);
     const then = prev && prev.replicas && prev.replicas.get(r.name);
