@@ -254,14 +254,18 @@ async fn access_log_and_request_ids_follow_each_request() {
         .collect();
     assert_eq!(seen, ["client-id.1", made_id.as_str(), bad_id.as_str()]);
 
+    // The balancer's own endpoints are logged and given ids too.
+    let admin = get("/lb/health", None).await.expect("health");
+    assert_eq!(admin.headers()["x-request-id"].len(), 32);
+
     let mut lines = Vec::new();
-    common::eventually(Duration::from_secs(5), "three access-log lines", || {
+    common::eventually(Duration::from_secs(5), "four access-log lines", || {
         lines = std::fs::read_to_string(&path)
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
             .collect();
-        std::future::ready(lines.len() >= 3)
+        std::future::ready(lines.len() >= 4)
     })
     .await;
     let entries: Vec<Value> = lines
@@ -295,6 +299,14 @@ async fn access_log_and_request_ids_follow_each_request() {
                 .is_some_and(|t| t.ends_with('Z') && t.len() == 24)
         );
     }
+    let own = &entries[3];
+    assert_eq!(own["path"], "/lb/health", "{own}");
+    assert_eq!(own["status"], 200, "{own}");
+    assert!(own["replica"].is_null() && own["attempts"] == 0, "{own}");
+    assert_eq!(
+        own["request_id"],
+        admin.headers()["x-request-id"].to_str().expect("id")
+    );
     lb.stop().await;
     let _ = std::fs::remove_file(&path);
 }

@@ -47,6 +47,7 @@ use hyper_util::{
 };
 use tokio::time::Instant;
 
+pub use observe::Arrival;
 pub use payload::RETRY_BUFFER;
 pub use upload::{ClientFault, UploadLimits};
 

@@ -5,8 +5,8 @@ binary with real replica processes on loopback.
 
 Checks: the page shows the 3 replicas; a replica killed with SIGKILL is
 shown down and then up again within 2 s (the process orchestrator replaces
-it); the add control adds one and `/rep` agrees; a wrong token shows the
-API's error; the page fits a narrow screen; 100 replicas render and the
+it); the add and remove controls change the pool and `/rep` agrees; an
+invalid change and a wrong token show the API's error verbatim; the page fits a narrow screen; 100 replicas render and the
 table stays usable. Saves screenshots under analysis/dashboard/.
 
 Usage: dashboard.py BALANCER_BINARY OUT_DIR
@@ -225,6 +225,17 @@ def main_scenario(binary, out_dir):
         driver.save_screenshot(os.path.join(out_dir, "dashboard-narrow.png"))
         driver.set_window_size(1400, 2100)
         print("ok: fits a 390 px screen")
+
+        # The remove control, by name.
+        set_value(driver, "rm-n", "1")
+        set_value(driver, "rm-names", "server-4")
+        driver.find_element(By.ID, "rm-btn").click()
+        wait_for("server-4 gone from the table",
+                 lambda: "server-4" not in [r[0] for r in rows(driver)], timeout=15)
+        rep = lb.api("/rep")["message"]
+        if rep["N"] != 3 or "server-4" in rep["replicas"]:
+            fail(f"/rep disagrees after the remove: {rep}")
+        print("ok: the remove control removed server-4; /rep says", rep)
 
         # A wrong token: the API's 401, as it words it.
         set_value(driver, "token", "wrong-" + token)
