@@ -312,6 +312,45 @@ async fn access_log_and_request_ids_follow_each_request() {
 }
 
 #[tokio::test]
+async fn access_log_to_stdout_with_a_dash() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_balancer"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--replicas",
+            "1",
+            "--log",
+            "warn",
+        ])
+        .args(["--access-log", "-"])
+        .env_remove("LB_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn balancer");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .expect("read")
+            .expect("a line")
+    };
+    let first = next().await;
+    let url = first
+        .strip_prefix("balancer listening on ")
+        .expect("address line")
+        .to_owned();
+    let (status, _) = common::send(common::client().get(format!("{url}/home"))).await;
+    assert_eq!(status, 200);
+    let entry: Value = serde_json::from_str(&next().await).expect("a JSON line");
+    assert_eq!(entry["path"], "/home", "{entry}");
+    assert_eq!(entry["replica"], "server-1", "{entry}");
+    let _ = child.kill().await;
+}
+
+#[tokio::test]
 async fn the_dashboard_is_served_self_contained_and_its_data_needs_the_token() {
     let mut replicas = Vec::new();
     for id in ["a", "b", "c"] {
