@@ -7,7 +7,9 @@ Checks: the page shows the 3 replicas; a replica killed with SIGKILL is
 shown down and then up again within 2 s (the process orchestrator replaces
 it); the add and remove controls change the pool and `/rep` agrees; an
 invalid change and a wrong token show the API's error verbatim; the page fits a narrow screen; 100 replicas render and the
-table stays usable. Saves screenshots under analysis/dashboard/.
+table stays usable. Saves screenshots under analysis/dashboard/. Also
+parses the OpenMetrics scrape with the Prometheus project's Python parser
+(strict about the format: `# EOF`, `_total`, `# UNIT`).
 
 Usage: dashboard.py BALANCER_BINARY OUT_DIR
 Exits non-zero on the first failed check.
@@ -139,11 +141,31 @@ new MutationObserver(record).observe(tbody, {subtree: true, childList: true, cha
 """
 
 
+def check_openmetrics(lb):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    req = urllib.request.Request(lb.url + "/lb/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0",
+        "Authorization": f"Bearer {lb.token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        kind = resp.headers["Content-Type"]
+        text = resp.read().decode()
+    if not kind.startswith("application/openmetrics-text"):
+        fail(f"OpenMetrics asked, {kind} given")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for name, kind in [("lb_requests", "counter"), ("lb_replica_latency_seconds", "histogram"),
+                       ("lb_client_errors", "counter"), ("lb_pool_replicas", "gauge")]:
+        if families.get(name) is None or families[name].type != kind:
+            fail(f"OpenMetrics scrape lacks the {kind} {name}")
+    print(f"ok: the OpenMetrics scrape parses ({len(families)} families)")
+
+
 def main_scenario(binary, out_dir):
     token = "t-" + secrets.token_hex(8)
     lb = Balancer(binary, ["--replicas", "3", "--policy", "ring"], token)
     load = Load(lb.url)
     load.start()
+    check_openmetrics(lb)
     driver = browser(1400, 2100)
     try:
         driver.get(lb.url + "/lb/dashboard")
