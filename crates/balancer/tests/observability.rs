@@ -143,6 +143,36 @@ async fn a_live_scrape_passes_promtool_and_the_readme_lists_every_family() {
 }
 
 #[tokio::test]
+async fn a_killed_replica_counts_as_an_exited_ejection_and_a_replacement() {
+    let lb = start_balancer(&["--replicas", "2"]).await;
+    let (_, before) = scrape(&lb.url, None).await;
+    assert_eq!(
+        sample(&before, "lb_ejections_total{reason=\"exited\"}"),
+        0.0
+    );
+    assert_eq!(sample(&before, "lb_pool_replicas{health=\"up\"}"), 2.0);
+    let pid = lb.pids().await["server-1"];
+    common::signal(pid, "KILL");
+    // Bounded: the process orchestrator replaces it within milliseconds.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, text) = scrape(&lb.url, None).await;
+        if sample(&text, "lb_replica_events_total{kind=\"replaced\"}") == 1.0 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no replacement counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(sample(&text, "lb_ejections_total{reason=\"exited\"}"), 1.0);
+    assert_eq!(sample(&text, "lb_ejections_total{reason=\"passive\"}"), 0.0);
+    assert_eq!(sample(&text, "lb_pool_replicas{health=\"up\"}"), 2.0);
+    lb.terminate().await;
+}
+
+#[tokio::test]
 async fn openmetrics_when_the_scrape_asks_for_it() {
     let replica = common::local_backend("a", 0).await;
     let lb = over(vec![replica.url.clone()], |_| {}).await;
@@ -414,5 +444,25 @@ async fn the_dashboard_is_served_self_contained_and_its_data_needs_the_token() {
         .collect();
     assert_eq!(shares.len(), 3);
     assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{ring}");
+
+    // A dashboard's long poll of the events does not hold up shutdown.
+    let (_, events) = common::send(authed("/lb/events")).await;
+    let last = events["events"].as_array().expect("events").len();
+    let poll = tokio::spawn(common::send(authed(&format!(
+        "/lb/events?after={last}&wait_ms=25000"
+    ))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the long poll waits for an event");
+    let stopping = std::time::Instant::now();
     lb.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let (status, body) = poll.await.expect("poll");
+    assert_eq!(
+        (status, body["events"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
 }
