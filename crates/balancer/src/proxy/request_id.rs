@@ -31,10 +31,12 @@ fn is_valid(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b))
 }
 
-/// 128 random bits as 32 hex digits.
+/// 128 random bits as 32 hex digits: one allocation, which the header
+/// value takes over (`from_maybe_shared` does not copy).
 fn generate() -> HeaderValue {
     let text = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
