@@ -138,6 +138,27 @@ fn health() -> HealthConfig {
     }
 }
 
+/// A running supervisor with `fake` as both orchestrator and probe and no
+/// initial replicas.
+async fn running(
+    settings: Settings,
+    fake: &Arc<Fake>,
+    pool: Arc<Pool>,
+    shutdown: &CancellationToken,
+) -> (Control, tokio::task::JoinHandle<()>) {
+    Supervisor::start(
+        settings,
+        fake.clone(),
+        pool,
+        Arc::new(EventLog::default()),
+        fake.clone(),
+        0,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start")
+}
+
 fn pool() -> Arc<Pool> {
     let policy = from_name("round-robin", &PolicyOptions::default()).expect("policy");
     Arc::new(Pool::new(policy).expect("pool"))
