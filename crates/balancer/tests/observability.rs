@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use balancer::{
-    Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
+use balancer::Config;
 use common::{
     raw::{ok, raw_upstream},
     start_balancer,
@@ -23,23 +20,9 @@ use common::{
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// An in-process balancer over static upstreams.
+/// An in-process balancer over static upstreams (round robin).
 async fn over(upstreams: Vec<String>, tweak: impl FnOnce(&mut Config)) -> balancer::Running {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: upstreams,
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: "round-robin".into(),
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Balancer::new(config).start().await.expect("start")
+    common::start_static(upstreams, "round-robin", tweak).await
 }
 
 async fn scrape(url: &str, accept: Option<&str>) -> (String, String) {
