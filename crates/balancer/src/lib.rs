@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod change;
@@ -26,6 +27,8 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod latency;
+pub mod logging;
 pub mod metrics;
 pub mod orchestrator;
 pub mod policy;
@@ -125,9 +128,18 @@ impl Balancer {
         .await?;
 
         let proxy_config = c.proxy_config(orchestrator.manages_replicas());
+        let access_log = match &c.access_log {
+            Some(path) => Some(
+                access_log::AccessLog::start(path, metrics.clone())
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let app = Arc::new(admin::App {
             control,
-            proxy: proxy::Proxy::new(proxy_config, pool.clone(), metrics.clone(), events.clone()),
+            proxy: proxy::Proxy::new(proxy_config, pool.clone(), metrics.clone(), events.clone())
+                .with_access_log(access_log),
             pool,
             metrics,
             events,
@@ -141,6 +153,7 @@ impl Balancer {
                 orchestrator.kind(),
                 &options,
             ),
+            shutdown: shutdown.clone(),
         });
         let role = if admin_listener.is_some() {
             server::Role::Data

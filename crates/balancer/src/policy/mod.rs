@@ -82,6 +82,13 @@ pub trait Policy: Send + Sync + Debug + 'static {
     fn rebuild(&self, _replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
         Ok(None)
     }
+
+    /// Each member's share of the hash space as `(ring id, fraction)`, for
+    /// hashing policies (shown by `/lb/ring` and the dashboard); `None`
+    /// for policies that do not hash.
+    fn shares(&self) -> Option<Vec<(crate::replica::ReplicaId, f64)>> {
+        None
+    }
 }
 
 /// Everything a policy may be configured with.
