@@ -1,6 +1,7 @@
 //! Edge defects found by the fuzzers and the soak (`loadgen soak`), each
 //! over a real socket: the client-side timers of a kept-alive connection,
-//! and what a client's `Forwarded` header may make the balancer vouch for.
+//! what a client's `Forwarded` header may make the balancer vouch for, and
+//! a frozen (SIGSTOPped) replica's requests.
 
 mod common;
 
@@ -10,11 +11,18 @@ use balancer::{
     Balancer, Config,
     orchestrator::{OrchestratorConfig, StaticArgs},
 };
-use common::raw::{RawUpstream, exchange, ok, raw_upstream, read_for};
+use common::raw::{RawUpstream, Reply, exchange, ok, raw_upstream, read_for};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 async fn over(
     upstream: &RawUpstream,
+    tweak: impl FnOnce(&mut Config),
+) -> (balancer::Running, String) {
+    over_all(&[upstream], tweak).await
+}
+
+async fn over_all(
+    upstreams: &[&RawUpstream],
     tweak: impl FnOnce(&mut Config),
 ) -> (balancer::Running, String) {
     let mut config = Config {
@@ -22,7 +30,7 @@ async fn over(
         orchestrator: OrchestratorConfig {
             kind: "static".into(),
             upstreams: StaticArgs {
-                upstream: vec![upstream.url.clone()],
+                upstream: upstreams.iter().map(|u| u.url.clone()).collect(),
             },
             ..OrchestratorConfig::default()
         },
@@ -146,6 +154,68 @@ async fn a_malformed_client_forwarded_is_dropped_not_extended() {
         vec![format!(
             "for=10.0.0.1;proto=https, for=\"[2001:db8::1]:80\", {ours}"
         )]
+    );
+    lb.stop().await;
+}
+
+/// A replica that answers its heartbeats but holds every other request
+/// (as a SIGSTOPped process does, once the checks have not yet noticed).
+async fn silent() -> RawUpstream {
+    raw_upstream(|s| {
+        if s.target == "/heartbeat" {
+            ok("")
+        } else {
+            Reply::SendAfter(
+                Duration::from_secs(10),
+                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate".to_vec(),
+            )
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_get_that_timed_out_is_retried_elsewhere_a_post_never() {
+    let (frozen, fine) = (silent().await, raw_upstream(|_| ok("fine")).await);
+    let (lb, addr) = over_all(&[&frozen, &fine], |c| {
+        c.limits.response_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let client = common::client();
+    // Round robin: one of the first two goes to the frozen replica.
+    for _ in 0..2 {
+        let started = Instant::now();
+        let resp = client
+            .get(format!("http://{addr}/x"))
+            .send()
+            .await
+            .expect("get");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!((status, body.as_str()), (200, "fine"));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    let gets = |u: &RawUpstream| u.requests().iter().filter(|s| s.target == "/x").count();
+    assert_eq!((gets(&frozen), gets(&fine)), (1, 2));
+    lb.stop().await;
+
+    let (frozen, fine) = (silent().await, raw_upstream(|_| ok("fine")).await);
+    let (lb, addr) = over_all(&[&frozen, &fine], |c| {
+        c.limits.response_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let (status, _) = common::send(client.post(format!("http://{addr}/p")).body("once")).await;
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 504]);
+    let posts = |u: &RawUpstream| u.requests().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(
+        (posts(&frozen), posts(&fine)),
+        (1, 1),
+        "a POST was sent twice"
     );
     lb.stop().await;
 }

@@ -286,7 +286,13 @@ impl Proxy {
                 }
                 Outcome::TimedOut => {
                     last_error = UpstreamError::Timeout(response_timeout);
-                    break;
+                    // A replica that stopped answering (a frozen process)
+                    // holds every request sent to it until its health
+                    // checks catch up: a safe request goes elsewhere, as
+                    // after a reset; an unsafe one may have been acted on.
+                    if !(idempotent && payload.replayable()) {
+                        break;
+                    }
                 }
             }
             attempt += 1;
