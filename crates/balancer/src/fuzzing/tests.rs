@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+/// A target's checks.
+type Check = fn(&[u8]);
+
 /// Every fuzz target, by its directory name under `fuzz/corpus/`.
-const TARGETS: [(&str, fn(&[u8])); 6] = [
+const TARGETS: [(&str, Check); 6] = [
     ("admin_body", super::admin_body),
     ("upstream", super::upstream),
     ("config", super::config),

@@ -172,16 +172,19 @@ fn summary(r: &Report) -> String {
         s,
         "## Slow and abusive clients\n\n| kind | clients | answers | still open at give-up | longest held (s) |\n|---|---|---|---|---|"
     );
-    for (kind, n, answers, open, held) in r.abuse_by_kind() {
-        let answers: Vec<String> = answers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let kind = serde_json::to_value(kind)
+    for a in r.abuse_by_kind() {
+        let answers: Vec<String> = a.answers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let kind = serde_json::to_value(a.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {kind} | {n} | {} | {open} | {held:.1} |",
-            answers.join(", ")
+            "| {kind} | {} | {} | {} | {:.1} |",
+            a.clients,
+            answers.join(", "),
+            a.still_open,
+            a.longest_held_s
         );
     }
     let _ = writeln!(
