@@ -1,6 +1,9 @@
 # Recipes for the load balancer. `just` itself: `pip install rust-just`
 # (or `cargo install just`).
 
+# Where cargo builds (CARGO_TARGET_DIR when set).
+target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
+
 compose := `if docker compose version >/dev/null 2>&1; then echo "docker compose"; else echo "docker-compose"; fi`
 
 # List the recipes.
@@ -91,3 +94,22 @@ swarm-lab:
 # Remove the Swarm lab entirely and check that nothing of it is left.
 swarm-lab-down:
     swarm/lab down
+
+# Fuzz every target under fuzz/ for SECONDS each (libFuzzer, nightly);
+# prints executions and coverage per target and writes them, with any
+# crash, to analysis/fuzz/. Installs cargo-fuzz if missing.
+fuzz SECONDS="60":
+    fuzz/run {{SECONDS}}
+
+# A bounded chaos run against a balancer process (default 3 minutes):
+# steady GET/POST load, slow and abusive clients, replicas SIGKILLed,
+# SIGSTOPped, added and removed. Results under analysis/soak/; fails if a
+# goal is violated.
+soak DURATION="3m":
+    cargo build --release -p balancer -p loadgen
+    {{target_dir}}/release/loadgen soak --duration {{DURATION}} --out analysis/soak --balancer-bin {{target_dir}}/release/balancer
+
+# The short soak CI runs (~40 s); results under target/soak-ci/.
+soak-ci:
+    cargo build --release -p balancer -p loadgen
+    {{target_dir}}/release/loadgen soak --duration 40s --out {{target_dir}}/soak-ci --balancer-bin {{target_dir}}/release/balancer

@@ -1,7 +1,8 @@
 //! The replica: the server a balancer spreads requests over.
 //!
-//! It answers exactly the spec's two endpoints, `GET /home` (who am I) and
-//! `GET /heartbeat` (am I alive), and nothing else. It is a library first so
+//! It answers the spec's two endpoints, `GET /home` (who am I) and
+//! `GET /heartbeat` (am I alive), and `POST /home`, which reads the whole
+//! body first (uploads through the balancer, in the soak test). It is a library first so
 //! the balancer can run it as a child process of its own executable
 //! (`balancer backend --id ...`) without a second binary to ship; the `backend`
 //! binary is a thin wrapper around [`serve`].
@@ -84,7 +85,7 @@ pub fn router(config: &Config) -> Router {
         delay_ms: config.delay_ms.min(MAX_DELAY_MS),
     });
     Router::new()
-        .route("/home", get(home))
+        .route("/home", get(home).post(upload))
         .route("/heartbeat", get(heartbeat))
         .with_state(shared)
 }
@@ -98,6 +99,16 @@ async fn home(State(shared): State<Arc<Shared>>, query: Query<HomeQuery>) -> imp
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         shared.home_body.clone(),
     )
+}
+
+/// `POST /home`: the body is read to its end (axum's default limit, 2 MiB),
+/// then answered as a GET is.
+async fn upload(
+    state: State<Arc<Shared>>,
+    query: Query<HomeQuery>,
+    _body: axum::body::Bytes,
+) -> impl IntoResponse {
+    home(state, query).await
 }
 
 async fn heartbeat() -> StatusCode {

@@ -55,7 +55,7 @@ impl Activity {
     /// is dropped (with its response body).
     pub fn start(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.started.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::AcqRel);
         RequestGuard(self.clone())
     }
 
@@ -73,6 +73,11 @@ impl Activity {
     /// Requests this connection abandoned so far.
     pub fn abandoned(&self) -> u32 {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Requests started on this connection so far.
+    pub fn started(&self) -> u32 {
+        self.started.load(Ordering::Acquire)
     }
 
     pub fn busy(&self) -> bool {

@@ -12,14 +12,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("'{s}' is not a duration like 500ms or 2s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h)")),
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h)")),
+    };
+    // Timeouts are added to `Instant::now()` on every connection; a
+    // duration past what an `Instant` can hold would panic there.
+    if d > MAX {
+        return Err(format!(
+            "'{s}' is longer than the longest timeout, 365 days"
+        ));
     }
+    Ok(d)
 }
+
+/// The longest duration accepted.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -33,5 +44,16 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("8760h"), Ok(MAX));
+    }
+
+    #[test]
+    fn a_duration_no_instant_can_hold_is_refused() {
+        // `--header-read-timeout 18446744073709551615s` parsed, then
+        // panicked on every accept (`Instant + Duration` overflows); the
+        // `config` fuzz target checks every parsed timeout for it.
+        for huge in ["18446744073709551615s", "18446744073709551615h", "8761h"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
     }
 }

@@ -26,6 +26,8 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod latency;
 pub mod logging;
@@ -38,6 +40,7 @@ pub mod replica;
 pub mod server;
 pub mod supervisor;
 pub mod tls;
+pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -58,6 +58,21 @@ enum Command {
         #[arg(long)]
         docker: bool,
     },
+    /// A bounded chaos run against a balancer process; exits non-zero if a
+    /// goal is violated.
+    Soak {
+        /// How long the load and the chaos last (e.g. 3m, 40s).
+        #[arg(long, default_value = "3m", value_parser = balancer::duration::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "analysis/soak")]
+        out: PathBuf,
+        /// The balancer binary (default: `balancer` beside this one).
+        #[arg(long)]
+        balancer_bin: Option<PathBuf>,
+        /// Seed of the chaos (default: from the clock; the report names it).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Run a replica (what the experiments' stacks start).
     Backend(backend::Args),
 }
@@ -151,6 +166,31 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 let summary = experiment::run(w, &settings).await?;
                 println!("{summary}");
             }
+            Ok(())
+        }
+        Command::Soak {
+            duration,
+            out,
+            balancer_bin,
+            seed,
+        } => {
+            let balancer_bin = match balancer_bin {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("balancer"),
+            };
+            let config = loadgen::soak::SoakConfig {
+                duration,
+                out,
+                balancer_bin,
+                seed: seed.unwrap_or_else(|| fastrand::u64(..)),
+            };
+            let report = loadgen::soak::run(&config).await?;
+            for g in &report.goals {
+                let mark = if g.met { "ok  " } else { "FAIL" };
+                println!("{mark} {}: {} (goal {})", g.name, g.value, g.limit);
+            }
+            println!("results in {}", config.out.display());
+            anyhow::ensure!(report.passed(), "soak goals violated");
             Ok(())
         }
         Command::Backend(args) => backend::run(args).await,

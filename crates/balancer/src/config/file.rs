@@ -68,6 +68,18 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
         path: path.clone(),
         source,
     })?;
+    toml_args(&text, path, |env| std::env::var_os(env).is_some())
+}
+
+/// The options of the TOML `text` (read from `path`) as flags, leaving out
+/// those whose environment variable `env_set` says is set. Pure: the
+/// fuzzers call it through [`parse_toml`].
+fn toml_args(
+    text: &str,
+    path: &std::path::Path,
+    env_set: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, ConfigError> {
+    let path = path.to_path_buf();
     let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
         path: path.clone(),
         source,
@@ -85,7 +97,8 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
             })?;
         if arg
             .get_env()
-            .is_some_and(|env| std::env::var_os(env).is_some())
+            .and_then(|env| env.to_str())
+            .is_some_and(&env_set)
         {
             continue;
         }
@@ -110,6 +123,16 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// The configuration a TOML file `text` gives with no flags and no
+/// environment: what `--config` does, without the file system.
+pub fn parse_toml(text: &str) -> Result<Cli, ConfigError> {
+    let args = toml_args(text, std::path::Path::new("<toml>"), |_| false)?;
+    let mut command = Cli::command();
+    let matches =
+        command.try_get_matches_from_mut(std::iter::once("balancer".to_owned()).chain(args))?;
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 #[cfg(test)]

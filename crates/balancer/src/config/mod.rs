@@ -15,7 +15,7 @@ use clap::{
 };
 
 pub use crate::duration::parse_duration;
-pub use file::{ConfigError, parse};
+pub use file::{ConfigError, parse, parse_toml};
 pub use limits::{Limits, LimitsStatus};
 
 use crate::policy::KeySource;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{Adopted, BoxFuture, Instance, Orchestrator, OrchestratorError, ReplicaSpec};
-use crate::replica::{Protocol, generated_name};
+use crate::{replica::Protocol, upstream::UpstreamSpec};
 
 /// Flags of the static orchestrator.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -39,6 +39,14 @@ pub fn build(
         .map(|(i, u)| Upstream::parse(u, i))
         .collect::<Result<Vec<_>, _>>()
         .map_err(OrchestratorError::Config)?;
+    // Two members of one name could not be told apart (or removed).
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = upstreams.iter().find(|u| !names.insert(u.name.as_str())) {
+        return Err(OrchestratorError::Config(format!(
+            "upstream name '{}' is used twice",
+            dup.name
+        )));
+    }
     Ok(Arc::new(StaticOrchestrator::new(upstreams)))
 }
 
@@ -53,46 +61,21 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `URL`, `NAME=URL` or either with `#weight=W`; the URL must be
-    /// plain `http://host:port` (TLS to upstreams is out of scope).
+    /// Parses `URL`, `NAME=URL` or either with `#weight=W` (see
+    /// [`UpstreamSpec`]), then resolves the host.
     pub fn parse(s: &str, index: usize) -> Result<Self, String> {
-        let (spec, weight) = match s.split_once("#weight=") {
-            Some((spec, w)) => (
-                spec,
-                w.parse::<u32>()
-                    .ok()
-                    .filter(|w| *w > 0)
-                    .ok_or(format!("bad weight in '{s}'"))?,
-            ),
-            None => (s, 1),
-        };
-        let (name, url) = match spec.split_once('=') {
-            Some((name, url)) => (name.to_owned(), url),
-            None => (
-                generated_name(u32::try_from(index + 1).unwrap_or(u32::MAX)),
-                spec,
-            ),
-        };
-        let (rest, protocol) = match (url.strip_prefix("http://"), url.strip_prefix("h2c://")) {
-            (Some(rest), _) => (rest, None),
-            (None, Some(rest)) => (rest, Some(Protocol::H2c)),
-            _ => {
-                return Err(format!(
-                    "upstream '{url}' must start with http:// or h2c://"
-                ));
-            }
-        };
-        let hostport = rest.trim_end_matches('/');
+        let spec = UpstreamSpec::parse(s, index).map_err(|e| e.to_string())?;
+        let hostport = spec.host_port.as_str();
         let addr = hostport
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve upstream '{hostport}': {e}"))?
             .next()
             .ok_or_else(|| format!("upstream '{hostport}' resolves to nothing"))?;
         Ok(Self {
-            name,
+            name: spec.name.into_string(),
             addr,
-            weight,
-            protocol,
+            weight: spec.weight,
+            protocol: spec.protocol,
         })
     }
 }
@@ -169,5 +152,24 @@ mod tests {
         assert_eq!((u.name.as_str(), u.protocol), ("grpc", Some(Protocol::H2c)));
         assert!(Upstream::parse("http://127.0.0.1:1#weight=0", 0).is_err());
         assert!(Upstream::parse("http://no-port", 0).is_err());
+        assert!(Upstream::parse("bad name=http://127.0.0.1:1", 0).is_err());
+    }
+
+    #[test]
+    fn two_upstreams_of_one_name_are_refused() {
+        let config = |list: &[&str]| super::super::OrchestratorConfig {
+            upstreams: StaticArgs {
+                upstream: list.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            ..Default::default()
+        };
+        assert!(build(&config(&["a=http://127.0.0.1:1", "b=http://127.0.0.1:2"])).is_ok());
+        let err = build(&config(&[
+            "http://127.0.0.1:1",
+            "server-1=http://127.0.0.1:2",
+        ]))
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 }

@@ -196,7 +196,14 @@ impl FromStr for KeySource {
                         .map(Self::Header)
                         .map_err(|_| format!("'{name}' is not a valid header name"))
                 } else if let Some(name) = s.strip_prefix("cookie:").filter(|n| !n.is_empty()) {
-                    Ok(Self::Cookie(name.to_owned()))
+                    // A cookie name is a token (RFC 6265 4.1.1): any other
+                    // name could never match, and every request would get
+                    // a random key without a word said.
+                    if name.bytes().all(crate::proxy::forwarded::is_tchar) {
+                        Ok(Self::Cookie(name.to_owned()))
+                    } else {
+                        Err(format!("'{name}' is not a valid cookie name"))
+                    }
                 } else {
                     Err(format!(
                         "unknown key '{s}' (random, client-ip, path, header:NAME, cookie:NAME)"
@@ -386,6 +393,9 @@ mod tests {
         assert!((100_000..=999_999).contains(&k("header:missing")));
         assert!("header:".parse::<KeySource>().is_err());
         assert!("cookie:".parse::<KeySource>().is_err());
+        for bad in ["cookie:a=b", "cookie:a;b", "cookie: a", "cookie:a,b"] {
+            assert!(bad.parse::<KeySource>().is_err(), "{bad}");
+        }
         assert!("ip".parse::<KeySource>().is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! `X-Forwarded-Host` are set, never passed on from the client, and the
 //! host it writes into `Forwarded` is a quoted-string, so a client cannot
 //! smuggle parameters into the element the balancer adds. `X-Forwarded-For`
-//! and `Forwarded` keep what earlier proxies added (they are lists). A
+//! and `Forwarded` keep what earlier proxies added (they are lists), but a
+//! `Forwarded` that breaks RFC 7239's grammar is dropped, not extended. A
 //! client's `TE: trailers` is passed on (the only transfer coding a proxy
 //! may forward), and `Trailer` is not hop-by-hop: trailers go through.
 
@@ -53,7 +54,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 ///
 /// Each value is written once into a buffer of the right size and handed
 /// to the header map without a copy: this runs for every request.
-pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str) {
+pub(crate) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str) {
     let trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
@@ -88,12 +89,12 @@ pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto
     }
 
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let prior = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok());
+    let prior = prior_forwarded(headers);
     let mut forwarded = String::with_capacity(
-        prior.map_or(0, |p| p.len() + 2) + host.map_or(0, |h| h.len() + 8) + 64,
+        prior.as_ref().map_or(0, |p| p.len() + 2) + host.map_or(0, |h| h.len() + 8) + 64,
     );
     if let Some(prior) = prior {
-        forwarded.push_str(prior);
+        forwarded.push_str(&prior);
         forwarded.push_str(", ");
     }
     forwarded.push_str("for=");
@@ -113,6 +114,23 @@ pub(super) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto
     if let Some(v) = header_value(forwarded) {
         headers.insert(header::FORWARDED, v);
     }
+}
+
+/// What earlier proxies wrote into `Forwarded` (every line, as one list),
+/// if all of it is well-formed; a malformed value is dropped rather than
+/// extended (see [`forwarded`](super::forwarded)).
+fn prior_forwarded(headers: &HeaderMap) -> Option<String> {
+    let mut lines = headers.get_all(header::FORWARDED).iter();
+    let first = lines.next()?;
+    let mut prior = first.to_str().ok()?.to_owned();
+    for line in lines {
+        prior.push_str(", ");
+        prior.push_str(line.to_str().ok()?);
+    }
+    // Nothing but separators says nothing: no list to extend.
+    super::forwarded::parse(&prior)
+        .filter(|elements| !elements.is_empty())
+        .map(|_| prior)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

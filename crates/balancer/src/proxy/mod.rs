@@ -26,8 +26,9 @@ mod attempt;
 mod body;
 mod connector;
 mod error;
+pub(crate) mod forwarded;
 mod grpc;
-mod headers;
+pub(crate) mod headers;
 mod observe;
 mod payload;
 pub mod request_id;
@@ -311,7 +312,13 @@ impl Proxy {
                 }
                 Outcome::TimedOut => {
                     last_error = UpstreamError::Timeout(response_timeout);
-                    break;
+                    // A replica that stopped answering (a frozen process)
+                    // holds every request sent to it until its health
+                    // checks catch up: a safe request goes elsewhere, as
+                    // after a reset; an unsafe one may have been acted on.
+                    if !(idempotent && payload.replayable()) {
+                        break;
+                    }
                 }
             }
             attempt += 1;

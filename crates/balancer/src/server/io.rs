@@ -43,6 +43,10 @@ pub struct ClientIo<T> {
     activity: Arc<Activity>,
     /// When the first byte of the request head now being read arrived.
     head_started: Option<Instant>,
+    /// [`Activity::started`] when `head_started` was set: once it moves on,
+    /// that head has been parsed (hyper need not read again while the
+    /// request is in flight, so this is how the timer learns of it).
+    head_of: u32,
     /// Fires at the read deadline (head or idle).
     read_timer: Pin<Box<Sleep>>,
     /// Since when a write has been waiting for the client to read.
@@ -53,6 +57,7 @@ pub struct ClientIo<T> {
 impl<T> ClientIo<T> {
     pub fn new(inner: T, timeouts: ClientTimeouts, activity: Arc<Activity>) -> Self {
         let now = Instant::now();
+        let head_of = activity.started();
         Self {
             inner,
             timeouts,
@@ -60,6 +65,7 @@ impl<T> ClientIo<T> {
             // A new connection owes its first request head: slowloris is
             // bounded from the accept.
             head_started: Some(now),
+            head_of,
             read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.header_read)),
             write_blocked: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
@@ -69,9 +75,14 @@ impl<T> ClientIo<T> {
     /// When waiting for the client's next bytes stops being acceptable,
     /// and why; `None` while a request is in flight (its body has its own
     /// bounds, and the client may wait for the response).
-    fn read_deadline(&self) -> Option<(Instant, &'static str)> {
+    fn read_deadline(&mut self) -> Option<(Instant, &'static str)> {
         if self.activity.busy() {
             return None;
+        }
+        if self.activity.started() != self.head_of {
+            // The head being timed became a request, which has ended: the
+            // connection is idle between requests, not owing a head.
+            self.head_started = None;
         }
         Some(match self.head_started {
             Some(at) => (
@@ -105,8 +116,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                     // one pipelined behind it: its head timer starts when
                     // hyper asks for more of it with nothing in flight.
                     this.head_started = None;
-                } else if buf.filled().len() > before && this.head_started.is_none() {
+                } else if buf.filled().len() > before
+                    && (this.head_started.is_none() || this.activity.started() != this.head_of)
+                {
                     this.head_started = Some(Instant::now());
+                    this.head_of = this.activity.started();
                 }
                 Poll::Ready(Ok(()))
             }
