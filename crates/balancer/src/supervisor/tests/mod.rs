@@ -229,6 +229,7 @@ impl Harness {
         self.sup.handle(Message::Add {
             change: add(n, hostnames),
             reply,
+            fill: false,
         });
         loop {
             match answer.try_recv() {
