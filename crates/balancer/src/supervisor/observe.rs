@@ -238,6 +238,3 @@ impl Supervisor {
         );
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -5,6 +5,7 @@
 //! adoption and shutdown.
 
 mod lifecycle;
+mod observe;
 mod races;
 
 use std::{
@@ -38,6 +39,10 @@ struct Fake {
     stop_delay: std::sync::Mutex<Duration>,
     /// What `adopt` returns (once).
     adoptable: std::sync::Mutex<Vec<Adopted>>,
+    /// Whether it restarts dead instances itself, as Swarm does.
+    restarts: std::sync::atomic::AtomicBool,
+    /// Names another balancer has taken: a start of one is `Taken`.
+    taken: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fake {
@@ -80,7 +85,19 @@ impl Orchestrator for Fake {
         Box::pin(async move { Ok(adopted) })
     }
 
+    fn restarts_replicas(&self) -> bool {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
     fn spawn(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>> {
+        if self.taken.lock().expect("taken").contains(&spec.name) {
+            return Box::pin(async move {
+                Err(OrchestratorError::Taken {
+                    name: spec.name,
+                    what: crate::orchestrator::Taken::Name,
+                })
+            });
+        }
         let n = self.spawns.fetch_add(1, Ordering::SeqCst);
         let delay = self
             .slow
