@@ -144,6 +144,9 @@ impl Inner {
             LABEL_REPLICA: spec.name,
             LABEL_ID: spec.id.to_string(),
         });
+        // The labels go on the service only: the task containers carry
+        // Swarm's own labels, so `--orchestrator docker`, which adopts and
+        // removes containers by `lb.project`, never takes them for its own.
         let grace = u64::try_from(self.settings.stop_grace.as_nanos()).unwrap_or(u64::MAX);
         json!({
             "Name": self.service_name(spec),
@@ -154,7 +157,6 @@ impl Inner {
                     "Args": ["--listen", format!("0.0.0.0:{BACKEND_PORT}")],
                     "Env": [format!("SERVER_ID={}", spec.name)],
                     "Hostname": spec.name,
-                    "Labels": labels,
                     "StopGracePeriod": grace,
                 },
                 // Delay 0: the replacement answers ~1.2 s after a kill
@@ -434,6 +436,7 @@ mod tests {
         assert_eq!(task["RestartPolicy"]["Condition"], "any");
         assert_eq!(task["Networks"][0]["Target"], "lb-swarm");
         assert_eq!(task["ContainerSpec"]["Env"][0], "SERVER_ID=s4");
+        assert!(task["ContainerSpec"].get("Labels").is_none());
         assert_eq!(task["ContainerSpec"]["Image"], "lb-backend:swarm");
         assert_eq!(task["ContainerSpec"]["StopGracePeriod"], 5_000_000_000_u64);
         // The labels parse back into the same name and ring id.
