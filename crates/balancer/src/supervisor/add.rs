@@ -21,8 +21,8 @@ use super::{
 };
 use crate::{
     change::Change,
-    events::EventKind,
     change::Hostname,
+    events::EventKind,
     orchestrator::{Instance, OrchestratorError, ReplicaSpec, Taken},
     replica::{Generation, ReplicaId},
 };
@@ -157,7 +157,9 @@ impl Supervisor {
             return Err(MembershipError::Duplicate(name.to_owned()).to_string());
         }
         if b.retries >= MAX_TAKEN_RETRIES {
-            return Err(format!("replica '{name}': names and ids kept being taken elsewhere"));
+            return Err(format!(
+                "replica '{name}': names and ids kept being taken elsewhere"
+            ));
         }
         let hostnames: Vec<Hostname> = if asked {
             Hostname::try_from(name).into_iter().collect()

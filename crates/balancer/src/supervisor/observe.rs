@@ -63,7 +63,9 @@ impl Supervisor {
             .members
             .iter()
             .filter(|(name, m)| {
-                !m.phase.is_adding() && m.joined < seen.taken_at && !shown.contains_key(name.as_str())
+                !m.phase.is_adding()
+                    && m.joined < seen.taken_at
+                    && !shown.contains_key(name.as_str())
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -76,7 +78,8 @@ impl Supervisor {
                 replica.set_health(Health::Draining);
             }
             self.recent.following.remove(&name);
-            self.events.record(EventKind::Removed, &name, "gone from the engine");
+            self.events
+                .record(EventKind::Removed, &name, "gone from the engine");
         }
         for o in &seen.members {
             changed |= self.follow(o, seen.taken_at);

@@ -52,34 +52,32 @@ impl Supervisor {
                 tracing::warn!(error = %e, "stopping the failed instance");
             }
             let name = spec.name.clone();
-            let result =
-                async {
-                    let instance = orchestrator.spawn(spec.clone()).await?;
-                    let ready = until_ready(
-                        probe.as_ref(),
-                        instance.addr,
-                        instance.protocol.unwrap_or(default_protocol),
-                        ready_timeout,
-                        &stopping,
-                    )
-                    .await;
-                    if ready && !stopping.is_cancelled() {
-                        return Ok(instance);
-                    }
-                    let _ = orchestrator.stop(instance.handle).await;
-                    Err(if stopping.is_cancelled() {
-                        OrchestratorError::Cancelled {
-                            name: spec.name.clone(),
-                        }
-                    } else {
-                        OrchestratorError::NotReady {
-                            name: spec.name.clone(),
-                            timeout_ms: u64::try_from(ready_timeout.as_millis())
-                                .unwrap_or(u64::MAX),
-                        }
-                    })
-                }
+            let result = async {
+                let instance = orchestrator.spawn(spec.clone()).await?;
+                let ready = until_ready(
+                    probe.as_ref(),
+                    instance.addr,
+                    instance.protocol.unwrap_or(default_protocol),
+                    ready_timeout,
+                    &stopping,
+                )
                 .await;
+                if ready && !stopping.is_cancelled() {
+                    return Ok(instance);
+                }
+                let _ = orchestrator.stop(instance.handle).await;
+                Err(if stopping.is_cancelled() {
+                    OrchestratorError::Cancelled {
+                        name: spec.name.clone(),
+                    }
+                } else {
+                    OrchestratorError::NotReady {
+                        name: spec.name.clone(),
+                        timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
+                    }
+                })
+            }
+            .await;
             let sent = tx.send(Message::Started {
                 op,
                 name,

@@ -22,18 +22,16 @@
 
 mod engine;
 pub mod model;
+mod service;
 mod watch;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
-use serde_json::json;
+use std::{sync::Arc, time::Duration};
 
 use super::{
-    Adopted, BoxFuture, Instance, Observation, Observed, Orchestrator, OrchestratorError,
-    ReplicaSpec, Taken,
-    docker::{BACKEND_PORT, LABEL_ID, LABEL_PROJECT, LABEL_REPLICA},
+    Adopted, BoxFuture, Instance, Observation, Orchestrator, OrchestratorError, ReplicaSpec,
+    docker::{LABEL_ID, LABEL_PROJECT, LABEL_REPLICA},
 };
-use engine::{Engine, EngineError, with_filters};
+use engine::{Engine, EngineError};
 
 /// Flags of the Swarm orchestrator.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,8 +78,6 @@ pub fn build(
 
 /// How long a new service may take to have a running task.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a start looks for its service's task.
-const START_POLL: Duration = Duration::from_millis(100);
 
 /// Settings of the Swarm orchestrator.
 #[derive(Debug, Clone)]
@@ -112,10 +108,6 @@ struct Inner {
     network_ready: tokio::sync::Mutex<bool>,
 }
 
-fn engine_error(e: EngineError) -> OrchestratorError {
-    OrchestratorError::Engine(e.to_string())
-}
-
 impl SwarmOrchestrator {
     pub fn new(settings: SwarmSettings) -> Self {
         Self {
@@ -130,207 +122,6 @@ impl SwarmOrchestrator {
     /// The create request of a replica's service.
     pub fn service_spec(&self, spec: &ReplicaSpec) -> serde_json::Value {
         self.inner.service_spec(spec)
-    }
-}
-
-impl Inner {
-    fn service_name(&self, spec: &ReplicaSpec) -> String {
-        format!("{}-{}", self.settings.project, spec.name)
-    }
-
-    fn service_spec(&self, spec: &ReplicaSpec) -> serde_json::Value {
-        let labels = json!({
-            LABEL_PROJECT: self.settings.project,
-            LABEL_REPLICA: spec.name,
-            LABEL_ID: spec.id.to_string(),
-        });
-        // The labels go on the service only: the task containers carry
-        // Swarm's own labels, so `--orchestrator docker`, which adopts and
-        // removes containers by `lb.project`, never takes them for its own.
-        let grace = u64::try_from(self.settings.stop_grace.as_nanos()).unwrap_or(u64::MAX);
-        json!({
-            "Name": self.service_name(spec),
-            "Labels": labels,
-            "TaskTemplate": {
-                "ContainerSpec": {
-                    "Image": self.settings.image,
-                    "Args": ["--listen", format!("0.0.0.0:{BACKEND_PORT}")],
-                    "Env": [format!("SERVER_ID={}", spec.name)],
-                    "Hostname": spec.name,
-                    "StopGracePeriod": grace,
-                },
-                // Delay 0: the replacement answers ~1.2 s after a kill
-                // instead of ~6 s with the default 5 s delay.
-                "RestartPolicy": {"Condition": "any", "Delay": 0, "MaxAttempts": 0},
-                "Networks": [{"Target": self.settings.network}],
-            },
-            "Mode": {"Replicated": {"Replicas": 1}},
-            "EndpointSpec": {"Mode": "dnsrr"},
-        })
-    }
-
-    fn project_label(&self) -> String {
-        format!("{LABEL_PROJECT}={}", self.settings.project)
-    }
-
-    async fn ensure_network(&self) -> Result<(), OrchestratorError> {
-        let mut ready = self.network_ready.lock().await;
-        if *ready {
-            return Ok(());
-        }
-        let name = &self.settings.network;
-        match self
-            .engine
-            .get::<serde_json::Value>(&format!("/networks/{name}"))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.status() == Some(404) => {
-                let request = json!({
-                    "Name": name, "Driver": "overlay", "Attachable": true,
-                    "CheckDuplicate": true,
-                    "Labels": {LABEL_PROJECT: self.settings.project},
-                });
-                match self
-                    .engine
-                    .post::<serde_json::Value>("/networks/create", &request)
-                    .await
-                {
-                    // 409: another balancer created it meanwhile.
-                    Err(e) if e.status() != Some(409) => return Err(engine_error(e)),
-                    _ => {}
-                }
-            }
-            Err(e) => return Err(engine_error(e)),
-        }
-        *ready = true;
-        Ok(())
-    }
-
-    /// Every member the engine shows now.
-    async fn members(&self) -> Result<Vec<Observed>, EngineError> {
-        let filters = json!({"label": [self.project_label()]});
-        let services: Vec<model::Service> = self
-            .engine
-            .get(&with_filters("/services", &filters))
-            .await?;
-        let tasks: Vec<model::Task> = self.engine.get(&with_filters("/tasks", &filters)).await?;
-        let nodes: Vec<model::Node> = self.engine.get("/nodes").await?;
-        let scope = model::Scope {
-            project: &self.settings.project,
-            network: &self.settings.network,
-            port: BACKEND_PORT,
-        };
-        Ok(model::members(scope, &services, &tasks, &nodes))
-    }
-
-    /// Creates the service of `spec`; its id. A taken name or ring id is
-    /// [`OrchestratorError::Taken`], and nothing of ours is left behind.
-    async fn create(&self, spec: &ReplicaSpec) -> Result<String, OrchestratorError> {
-        #[derive(serde::Deserialize)]
-        struct Created {
-            #[serde(rename = "ID")]
-            id: String,
-        }
-        let created: Created = match self
-            .engine
-            .post("/services/create", &self.service_spec(spec))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) if e.status() == Some(409) => {
-                return Err(OrchestratorError::Taken {
-                    name: spec.name.clone(),
-                    what: Taken::Name,
-                });
-            }
-            Err(e) => {
-                return Err(OrchestratorError::Spawn {
-                    name: spec.name.clone(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        // Another name with this ring id, created just before ours by
-        // another balancer? The older keeps it (the rule every balancer's
-        // view applies); if that is not ours, ours goes.
-        let filters = json!({"label": [self.project_label(), format!("{LABEL_ID}={}", spec.id)]});
-        let same_id: Vec<model::Service> = self
-            .engine
-            .get(&with_filters("/services", &filters))
-            .await
-            .map_err(engine_error)?;
-        let oldest = same_id
-            .iter()
-            .min_by(|a, b| {
-                (model::created_nanos(&a.created_at), &a.id)
-                    .cmp(&(model::created_nanos(&b.created_at), &b.id))
-            })
-            .map(|s| s.id.clone());
-        if oldest.is_some_and(|o| o != created.id) {
-            let _ = self.remove(&created.id).await;
-            return Err(OrchestratorError::Taken {
-                name: spec.name.clone(),
-                what: Taken::Id(spec.id),
-            });
-        }
-        Ok(created.id)
-    }
-
-    /// Waits until the service has a serving task; its address.
-    async fn serving(&self, spec: &ReplicaSpec, service: &str) -> Result<SocketAddr, OrchestratorError> {
-        let until = tokio::time::Instant::now() + self.settings.start_timeout;
-        loop {
-            let found = self
-                .members()
-                .await
-                .map_err(engine_error)?
-                .into_iter()
-                .find(|m| m.handle == service)
-                .and_then(|m| m.addr);
-            if let Some(addr) = found {
-                return Ok(addr);
-            }
-            if tokio::time::Instant::now() >= until {
-                return Err(OrchestratorError::Spawn {
-                    name: spec.name.clone(),
-                    reason: format!(
-                        "no task running after {} s",
-                        self.settings.start_timeout.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(START_POLL).await;
-        }
-    }
-
-    async fn start(&self, spec: ReplicaSpec) -> Result<Instance, OrchestratorError> {
-        self.ensure_network().await?;
-        let service = self.create(&spec).await?;
-        match self.serving(&spec, &service).await {
-            Ok(addr) => Ok(Instance {
-                handle: service,
-                addr,
-                pid: None,
-                protocol: None,
-                // The engine restarts it; the watch shows the new task.
-                exited: None,
-            }),
-            Err(e) => {
-                let _ = self.remove(&service).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn remove(&self, service: &str) -> Result<(), OrchestratorError> {
-        self.engine
-            .delete(&format!("/services/{service}"))
-            .await
-            .map_err(|e| OrchestratorError::Stop {
-                handle: service.to_owned(),
-                reason: e.to_string(),
-            })
     }
 }
 
@@ -403,61 +194,4 @@ impl Orchestrator for SwarmOrchestrator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn orchestrator() -> SwarmOrchestrator {
-        SwarmOrchestrator::new(SwarmSettings {
-            image: "lb-backend:swarm".into(),
-            network: "lb-swarm".into(),
-            project: "p1".into(),
-            socket: Some("/nonexistent/docker.sock".into()),
-            poll: Duration::from_secs(1),
-            stop_grace: Duration::from_secs(5),
-            start_timeout: Duration::from_secs(1),
-            remove_on_shutdown: false,
-        })
-    }
-
-    #[test]
-    fn services_are_labelled_dnsrr_and_restart_at_once() {
-        let spec = ReplicaSpec {
-            name: "s4".into(),
-            id: 4,
-        };
-        let s = orchestrator().service_spec(&spec);
-        assert_eq!(s["Name"], "p1-s4");
-        assert_eq!(s["Labels"][LABEL_PROJECT], "p1");
-        assert_eq!(s["Labels"][LABEL_REPLICA], "s4");
-        assert_eq!(s["Labels"][LABEL_ID], "4");
-        assert_eq!(s["EndpointSpec"]["Mode"], "dnsrr");
-        let task = &s["TaskTemplate"];
-        assert_eq!(task["RestartPolicy"]["Delay"], 0);
-        assert_eq!(task["RestartPolicy"]["Condition"], "any");
-        assert_eq!(task["Networks"][0]["Target"], "lb-swarm");
-        assert_eq!(task["ContainerSpec"]["Env"][0], "SERVER_ID=s4");
-        assert!(task["ContainerSpec"].get("Labels").is_none());
-        assert_eq!(task["ContainerSpec"]["Image"], "lb-backend:swarm");
-        assert_eq!(task["ContainerSpec"]["StopGracePeriod"], 5_000_000_000_u64);
-        // The labels parse back into the same name and ring id.
-        let service: model::Service = serde_json::from_value(json!({
-            "ID": "x", "Spec": {"Name": s["Name"], "Labels": s["Labels"]}
-        }))
-        .expect("service");
-        assert_eq!(model::spec_of(&service), Some(spec));
-    }
-
-    #[tokio::test]
-    async fn without_an_engine_adoption_is_empty_and_starts_fail() {
-        let o = orchestrator();
-        assert!(o.adopt().await.expect("adopt").is_empty());
-        let err = o
-            .spawn(ReplicaSpec {
-                name: "s1".into(),
-                id: 1,
-            })
-            .await
-            .expect_err("no engine");
-        assert!(matches!(err, OrchestratorError::Engine(_)), "{err}");
-    }
-}
+mod tests;

@@ -81,7 +81,11 @@ fn tasks_on_a_down_node_or_shut_down_do_not_serve() {
     // With only the cut node's task left, nothing serves.
     let stale: Vec<Task> = tasks
         .iter()
-        .filter(|t| t.node_id.as_deref().is_some_and(|n| n.starts_with("p25kv8")))
+        .filter(|t| {
+            t.node_id
+                .as_deref()
+                .is_some_and(|n| n.starts_with("p25kv8"))
+        })
         .cloned()
         .map(|mut t| {
             t.desired_state = "running".into();
