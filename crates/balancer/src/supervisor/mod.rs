@@ -48,9 +48,9 @@ pub use error::MembershipError;
 
 use crate::{
     change::Change,
-    events::{EventKind, EventLog},
+    events::EventLog,
     health::{Probe, Signal, Watcher},
-    orchestrator::{Instance, Observation, Orchestrator, OrchestratorError, ReplicaSpec},
+    orchestrator::{Instance, Observation, Orchestrator, OrchestratorError},
     pool::Pool,
     replica::{Generation, Replica, ReplicaId},
 };

@@ -19,7 +19,8 @@ use super::*;
 use crate::{
     change::{Direction, Hostname},
     health::HealthConfig,
-    orchestrator::{Adopted, BoxFuture},
+    events::EventKind,
+    orchestrator::{Adopted, BoxFuture, ReplicaSpec},
     policy::{PolicyOptions, from_name},
 };
 
