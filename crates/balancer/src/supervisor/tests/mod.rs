@@ -5,6 +5,7 @@
 //! adoption and shutdown.
 
 mod lifecycle;
+mod observe;
 mod races;
 
 use std::{
@@ -18,7 +19,8 @@ use super::*;
 use crate::{
     change::{Direction, Hostname},
     health::HealthConfig,
-    orchestrator::{Adopted, BoxFuture},
+    events::EventKind,
+    orchestrator::{Adopted, BoxFuture, ReplicaSpec},
     policy::{PolicyOptions, from_name},
 };
 
@@ -38,6 +40,10 @@ struct Fake {
     stop_delay: std::sync::Mutex<Duration>,
     /// What `adopt` returns (once).
     adoptable: std::sync::Mutex<Vec<Adopted>>,
+    /// Whether it restarts dead instances itself, as Swarm does.
+    restarts: std::sync::atomic::AtomicBool,
+    /// Names another balancer has taken: a start of one is `Taken`.
+    taken: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fake {
@@ -80,7 +86,19 @@ impl Orchestrator for Fake {
         Box::pin(async move { Ok(adopted) })
     }
 
+    fn restarts_replicas(&self) -> bool {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
     fn spawn(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>> {
+        if self.taken.lock().expect("taken").contains(&spec.name) {
+            return Box::pin(async move {
+                Err(OrchestratorError::Taken {
+                    name: spec.name,
+                    what: crate::orchestrator::Taken::Name,
+                })
+            });
+        }
         let n = self.spawns.fetch_add(1, Ordering::SeqCst);
         let delay = self
             .slow
@@ -250,6 +268,7 @@ impl Harness {
         self.sup.handle(Message::Add {
             change: add(n, hostnames),
             reply,
+            fill: false,
         });
         loop {
             match answer.try_recv() {
