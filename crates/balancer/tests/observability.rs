@@ -379,6 +379,7 @@ async fn the_dashboard_is_served_self_contained_and_its_data_needs_the_token() {
     for (path, kind) in [
         ("/lb/dashboard", "text/html"),
         ("/lb/dashboard/app.js", "text/javascript"),
+        ("/lb/dashboard/charts.js", "text/javascript"),
         ("/lb/dashboard/app.css", "text/css"),
     ] {
         let resp = http.get(format!("{url}{path}")).send().await.expect(path);

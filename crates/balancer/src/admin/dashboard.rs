@@ -15,6 +15,7 @@ use axum::{
 
 const HTML: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
+const CHARTS: &str = include_str!("assets/dashboard-charts.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 
 /// Only this origin, no inline script or style: the page works offline
@@ -42,6 +43,10 @@ pub async fn page() -> Response {
 
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn charts() -> Response {
+    asset("text/javascript; charset=utf-8", CHARTS)
 }
 
 pub async fn style() -> Response {

@@ -90,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         // The page asks for the token; its data endpoints check it.
         .route("/lb/dashboard", get(dashboard::page))
         .route("/lb/dashboard/app.js", get(dashboard::script))
+        .route("/lb/dashboard/charts.js", get(dashboard::charts))
         .route("/lb/dashboard/app.css", get(dashboard::style))
         .merge(guarded)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -3,7 +3,7 @@
 // happens), fetches /lb/ring when membership changes. Rates and
 // percentiles come from differences of cumulative counters and histogram
 // buckets over a window, as Prometheus computes them. No library, nothing
-// fetched from elsewhere.
+// fetched from elsewhere. The charts are drawn by dashboard-charts.js.
 "use strict";
 
 const POLL_MS = 1000;
@@ -299,55 +299,6 @@ function renderEvents() {
   }));
 }
 
-// ---- SVG ----------------------------------------------------------------
-
-const SVG = "http://www.w3.org/2000/svg";
-function el(name, attrs, text) {
-  const n = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
-  if (text !== undefined) n.textContent = text;
-  return n;
-}
-
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-// Lines over the last HISTORY_S seconds: x in seconds ago, labelled axes.
-function lineChart(svg, series, yLabel) {
-  const W = 600, H = 220, L = 56, R = 10, T = 22, B = 36;
-  const now = state.samples.length ? state.samples[state.samples.length - 1].t : Date.now();
-  const ymax = niceMax(Math.max(0, ...series.flatMap((s) => s.points.map((p) => p[1]))));
-  const x = (t) => L + (W - L - R) * (1 - (now - t) / (HISTORY_S * 1000));
-  const y = (v) => T + (H - T - B) * (1 - v / ymax);
-  const nodes = [];
-  for (let i = 0; i <= 4; i++) {
-    const v = (ymax * i) / 4;
-    nodes.push(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
-    nodes.push(el("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end" }, v >= 100 ? v.toFixed(0) : +v.toPrecision(3)));
-  }
-  for (let s = 0; s <= HISTORY_S; s += 60) {
-    const px = x(now - s * 1000);
-    nodes.push(el("line", { x1: px, x2: px, y1: H - B, y2: H - B + 4, class: "axis" }));
-    nodes.push(el("text", { x: px, y: H - B + 15, "text-anchor": "middle" }, s === 0 ? "now" : `-${s}`));
-  }
-  nodes.push(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
-  nodes.push(el("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
-  nodes.push(el("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "time (seconds before now)"));
-  nodes.push(el("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(T + H - B) / 2})` }, yLabel));
-  series.forEach((s, i) => {
-    const d = s.points.filter((p) => p[1] !== null)
-      .map((p, j) => `${j ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
-    if (d) nodes.push(el("path", { d, class: `s${i}` }));
-    nodes.push(el("rect", { x: L + 8 + i * 90, y: 6, width: 10, height: 10, class: `legend${i}` }));
-    nodes.push(el("text", { x: L + 22 + i * 90, y: 15 }, s.name));
-  });
-  svg.replaceChildren(...nodes);
-}
-
 function renderCharts() {
   const rps = [], p50 = [], p99 = [];
   const samples = state.samples;
@@ -359,8 +310,10 @@ function renderCharts() {
     p50.push([b.t, ms(quantile(0.5, state.bounds, w))]);
     p99.push([b.t, ms(quantile(0.99, state.bounds, w))]);
   }
-  lineChart($("chart-rps"), [{ name: "requests/s", points: rps }], "requests per second");
-  lineChart($("chart-latency"), [{ name: "p50", points: p50 }, { name: "p99", points: p99 }], "latency (ms)");
+  const now = samples.length ? samples[samples.length - 1].t : Date.now();
+  lineChart($("chart-rps"), [{ name: "requests/s", points: rps }], "requests per second", now, HISTORY_S);
+  lineChart($("chart-latency"), [{ name: "p50", points: p50 }, { name: "p99", points: p99 }],
+    "latency (ms)", now, HISTORY_S);
 }
 
 function renderRing(ring) {
