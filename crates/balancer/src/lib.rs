@@ -40,6 +40,7 @@ pub mod replica;
 pub mod server;
 pub mod supervisor;
 pub mod tls;
+pub mod token;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -199,7 +199,7 @@ impl FromStr for KeySource {
                     // A cookie name is a token (RFC 6265 4.1.1): any other
                     // name could never match, and every request would get
                     // a random key without a word said.
-                    if name.bytes().all(crate::proxy::forwarded::is_tchar) {
+                    if name.bytes().all(crate::token::is_tchar) {
                         Ok(Self::Cookie(name.to_owned()))
                     } else {
                         Err(format!("'{name}' is not a valid cookie name"))
