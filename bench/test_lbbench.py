@@ -213,3 +213,23 @@ class Tls(unittest.TestCase):
         self.assertIn("listen 127.0.0.1:8443 ssl http2 reuseport;", ng)
         self.assertIn("ssl_certificate /t/c.pem;", ng)
         self.assertIn("ssl_certificate_key /t/k.pem;", ng)
+
+
+class Update(unittest.TestCase):
+    def test_replaces_only_the_suites_run(self):
+        from lbbench import run
+        old = {"machine": "m", "label": "", "date_utc": "old", "elapsed_s": 1, "runs": ["headline"],
+               "setup": {"elapsed_s": {"headline": 5, "memory": 7}},
+               "suites": {"memory": {"setup": {}, "runs": [1]}, "tls": {"setup": {}, "runs": ["old"]}}}
+        new = {"machine": "m2", "label": "", "date_utc": "new", "elapsed_s": 2, "runs": [],
+               "setup": {"elapsed_s": {"tls": 9}}, "suites": {"tls": {"setup": {}, "runs": ["new"]}}}
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "results.json"
+            self.assertIs(run.updated(path, new, ["tls"]), new)
+            path.write_text(json.dumps(old))
+            m = run.updated(path, new, ["tls"])
+        self.assertEqual(m["runs"], ["headline"])
+        self.assertEqual(m["suites"]["memory"]["runs"], [1])
+        self.assertEqual(m["suites"]["tls"]["runs"], ["new"])
+        self.assertEqual(m["suites"]["tls"]["setup"]["date_utc"], "new")
+        self.assertEqual(m["setup"]["elapsed_s"], {"headline": 5, "memory": 7, "tls": 9})

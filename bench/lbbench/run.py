@@ -114,6 +114,8 @@ def parser():
     ap.add_argument("--bin-dir", help="use backend and balancer from here (implies no build)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="keep what OUT/results.json already holds and replace only the suites run now")
     ap.add_argument("--label", default="", help="free text stored in results.json (e.g. a commit)")
     ap.add_argument("--ab", metavar="DIR",
                     help="instead of the comparison: our balancer from DIR (before) against this build (after), "
@@ -133,6 +135,25 @@ def parser():
     g.add_argument("--tls-handshakes", type=int, default=20000, help="new connections per handshake run")
     g.add_argument("--memory-levels", default="500,10000", help="idle and active connection counts")
     return ap
+
+
+def updated(path, doc, chosen):
+    """`doc` laid over the results already at `path`: the suites run now
+    replace theirs, the rest (and the headline, unless it ran) are kept,
+    with the date of each part recorded."""
+    if not path.exists():
+        return doc
+    old = json.loads(path.read_text())
+    merged = dict(old)
+    merged.setdefault("suites", {})
+    for key, value in doc.get("suites", {}).items():
+        value["setup"]["date_utc"] = doc["date_utc"]
+        merged["suites"][key] = value
+    if "headline" in chosen:
+        merged.update({k: doc[k] for k in ("machine", "label", "date_utc", "elapsed_s", "setup", "runs")})
+    else:
+        merged["setup"]["elapsed_s"] = {**old["setup"].get("elapsed_s", {}), **doc["setup"]["elapsed_s"]}
+    return merged
 
 
 def suite_list(text):
@@ -227,6 +248,8 @@ def main(argv=None):
     if extra:
         doc["suites"] = extra
     name = "ab.json" if args.ab else "results.json"
+    if args.update and not args.ab:
+        doc = updated(out / name, doc, chosen)
     if args.ab:
         doc["setup"]["before_bin_dir"] = str(Path(args.ab).resolve())
     (out / name).write_text(json.dumps(doc, indent=2) + "\n")
