@@ -7,10 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use balancer::{
-    Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
+use balancer::Config;
 use common::raw::{RawUpstream, Reply, exchange, ok, raw_upstream, read_for};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -25,23 +22,24 @@ async fn over_all(
     upstreams: &[&RawUpstream],
     tweak: impl FnOnce(&mut Config),
 ) -> (balancer::Running, String) {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: upstreams.iter().map(|u| u.url.clone()).collect(),
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: "round-robin".into(),
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let lb = Balancer::new(config).start().await.expect("start");
+    let urls = upstreams.iter().map(|u| u.url.clone()).collect();
+    let lb = common::start_static(urls, "round-robin", tweak).await;
     let addr = lb.addr().to_string();
     (lb, addr)
+}
+
+/// A balancer with a 600 ms head timeout and a 10 s idle timeout, and a
+/// connection to it that has been served one GET and is kept alive.
+async fn kept_alive(up: &RawUpstream) -> (balancer::Running, TcpStream) {
+    let (lb, addr) = over(up, |c| {
+        c.limits.header_read_timeout = Duration::from_millis(600);
+        c.limits.client_idle_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let mut socket = TcpStream::connect(&addr).await.expect("connect");
+    let first = get_on(&mut socket, Duration::from_secs(2)).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    (lb, socket)
 }
 
 /// Sends one keep-alive GET on `socket` and reads until its whole body
@@ -70,14 +68,7 @@ async fn get_on(socket: &mut TcpStream, wait: Duration) -> String {
 #[tokio::test]
 async fn a_kept_alive_connection_idles_on_the_idle_timeout_not_the_head_timeout() {
     let up = raw_upstream(|_| ok("fine")).await;
-    let (lb, addr) = over(&up, |c| {
-        c.limits.header_read_timeout = Duration::from_millis(600);
-        c.limits.client_idle_timeout = Duration::from_secs(10);
-    })
-    .await;
-    let mut socket = TcpStream::connect(&addr).await.expect("connect");
-    let first = get_on(&mut socket, Duration::from_secs(2)).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    let (lb, mut socket) = kept_alive(&up).await;
     // Idle between requests for longer than the head timeout, well within
     // the idle timeout: the connection must still serve.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -92,14 +83,7 @@ async fn a_kept_alive_connection_idles_on_the_idle_timeout_not_the_head_timeout(
 #[tokio::test]
 async fn a_slow_head_on_a_kept_alive_connection_still_gets_the_head_timeout() {
     let up = raw_upstream(|_| ok("fine")).await;
-    let (lb, addr) = over(&up, |c| {
-        c.limits.header_read_timeout = Duration::from_millis(600);
-        c.limits.client_idle_timeout = Duration::from_secs(10);
-    })
-    .await;
-    let mut socket = TcpStream::connect(&addr).await.expect("connect");
-    let first = get_on(&mut socket, Duration::from_secs(2)).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    let (lb, mut socket) = kept_alive(&up).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Half a head, then nothing: closed by the head timeout (counted from
     // its first byte), long before the idle timeout.

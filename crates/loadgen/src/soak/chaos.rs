@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     process::signal,
-    traffic::{HttpClient, exchange},
+    traffic::{HttpClient, exchange, get},
 };
 
 /// What was done to a replica.
@@ -165,9 +165,7 @@ fn continue_due(
 
 async fn status(client: &HttpClient, base: &str) -> Option<Status> {
     let url = format!("{base}/lb/status");
-    let (code, body) = exchange(client, "GET", &url, Bytes::new(), Duration::from_secs(5))
-        .await
-        .ok()?;
+    let (code, body) = get(client, &url, Duration::from_secs(5)).await.ok()?;
     (code == 200)
         .then(|| serde_json::from_slice(&body).ok())
         .flatten()

@@ -275,15 +275,7 @@ async fn ready(base: &str) -> Result<(), SoakError> {
     let url = format!("{base}/rep");
     let mut last = String::new();
     while Instant::now() < until {
-        match traffic::exchange(
-            &client,
-            "GET",
-            &url,
-            bytes::Bytes::new(),
-            Duration::from_secs(2),
-        )
-        .await
-        {
+        match traffic::get(&client, &url, Duration::from_secs(2)).await {
             Ok((200, body)) => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 if v["message"]["N"].as_u64() == Some(3) {
@@ -303,15 +295,7 @@ async fn ready(base: &str) -> Result<(), SoakError> {
 async fn events(base: &str) -> Vec<balancer::events::Event> {
     let client = traffic::client();
     let url = format!("{base}/lb/events");
-    match traffic::exchange(
-        &client,
-        "GET",
-        &url,
-        bytes::Bytes::new(),
-        Duration::from_secs(5),
-    )
-    .await
-    {
+    match traffic::get(&client, &url, Duration::from_secs(5)).await {
         Ok((200, body)) => serde_json::from_slice::<balancer::events::Events>(&body)
             .map(|e| e.events)
             .unwrap_or_default(),

@@ -45,6 +45,15 @@ pub fn client() -> HttpClient {
         .build_http()
 }
 
+/// A GET of `url` with [`exchange`].
+pub async fn get(
+    client: &HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> Result<(u16, Bytes), String> {
+    exchange(client, "GET", url, Bytes::new(), timeout).await
+}
+
 /// One request: (status, body) or why none came, bounded by `timeout`
 /// over head and body.
 pub async fn exchange(
