@@ -106,3 +106,14 @@ swarm-down:
 # End-to-end test of --orchestrator swarm: two balancers on a one-node swarm.
 e2e-swarm:
     .ci/e2e-swarm
+
+# Experiment A-5, scale-out: two balancers on the three-node lab swarm
+# (started if needed): agreement, requests per replica and node, a node cut
+# (detect, reroute, re-place). Writes analysis/a5/. Images lb-*:$LB_TAG
+# (default swarm) are built first.
+experiment-a5:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tag=${LB_TAG:-swarm}
+    LB_TAG=$tag docker/build
+    swarm/a5 --tag "$tag" --out analysis/a5
