@@ -19,7 +19,6 @@ use super::*;
 use crate::{
     change::{Direction, Hostname},
     health::HealthConfig,
-    events::EventKind,
     orchestrator::{Adopted, BoxFuture, ReplicaSpec},
     policy::{PolicyOptions, from_name},
 };
