@@ -115,17 +115,27 @@ soak-ci:
     {{target_dir}}/release/loadgen soak --duration 40s --out {{target_dir}}/soak-ci --balancer-bin {{target_dir}}/release/balancer
 
 # The stack on Docker Swarm: `docker stack deploy` of compose.yaml with
-# swarm/compose.swarm.yaml (two balancers, --orchestrator swarm, host-mode
-# ports LB_PORT / LB_PORT_2, default 5000 / 5001). A one-node swarm is
+# swarm/compose.swarm.yaml: two balancers, --orchestrator swarm, host-mode
+# ports LB_PORT / LB_PORT_2 (default 5000 / 5001). A one-node swarm is
 # created if none is active (and left by swarm-down only then).
 swarm-up:
     swarm/up
 
-# Remove the stack, every replica service it created and its network; leave
-# the swarm if swarm-up created it.
+# Remove the Swarm stack, its replica services and network (and the swarm if swarm-up made it).
 swarm-down:
     swarm/down
 
 # End-to-end test of --orchestrator swarm: two balancers on a one-node swarm.
 e2e-swarm:
     .ci/e2e-swarm
+
+# Experiment A-5, scale-out: two balancers on the three-node lab swarm
+# (started if needed): agreement, requests per replica and node, a node cut
+# (detect, reroute, re-place). Writes analysis/a5/. Images lb-*:$LB_TAG
+# (default swarm) are built first.
+experiment-a5:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tag=${LB_TAG:-swarm}
+    LB_TAG=$tag docker/build
+    swarm/a5 --tag "$tag" --out analysis/a5

@@ -4,6 +4,12 @@
 //! failed, a stale pooled connection's when the connection predates the
 //! request and closed before answering, and otherwise the replica's, which
 //! is blamed here: the one place passive health is fed from the data path.
+//!
+//! While it waits for the response head, an attempt also gives up when its
+//! replica is declared down (missed heartbeats): a replica on a node that
+//! was cut off never answers nor resets, and its requests would otherwise
+//! wait out the whole response timeout. Given up that way it counts as a
+//! reset connection: retried elsewhere when the request is idempotent.
 
 use std::{error::Error as _, time::Duration};
 
@@ -21,6 +27,19 @@ use crate::{
     metrics::Metrics,
     replica::{Health, InFlight, Protocol, Replica},
 };
+
+/// How often an attempt waiting for its response head looks whether its
+/// replica was declared down. One timer at a time, as before: a request
+/// answered sooner never sees the second step.
+const DOWN_CHECK: Duration = Duration::from_millis(100);
+
+/// Why an attempt stopped waiting for the response head.
+enum GaveUp {
+    /// `--response-timeout` (or the client's shorter deadline) ran out.
+    Deadline,
+    /// The replica was declared down meanwhile.
+    ReplicaDown,
+}
 
 /// What one attempt came to.
 pub(super) enum Outcome {
@@ -47,9 +66,20 @@ impl Proxy {
         response_timeout: Duration,
     ) -> Outcome {
         let since = Instant::now();
-        let deadline = async {
+        let watched = in_flight.replica().clone();
+        let deadline = async move {
             upload.sent().await;
-            tokio::time::sleep(response_timeout).await;
+            let until = Instant::now() + response_timeout;
+            loop {
+                let now = Instant::now();
+                if now >= until {
+                    return GaveUp::Deadline;
+                }
+                tokio::time::sleep((until - now).min(DOWN_CHECK)).await;
+                if watched.health() == Health::Down {
+                    return GaveUp::ReplicaDown;
+                }
+            }
         };
         let client = match in_flight.replica().protocol {
             Protocol::Http1 => &self.client,
@@ -57,7 +87,13 @@ impl Proxy {
         };
         let sent = tokio::select! {
             sent = client.request(upstream) => sent,
-            () = deadline => {
+            gave_up = deadline => {
+                if let GaveUp::ReplicaDown = gave_up {
+                    // Already out of rotation: its heartbeats told, not this.
+                    Metrics::inc(&self.metrics.upstream_errors);
+                    tracing::debug!(replica = %in_flight.replica().name, "replica declared down while a request waited for its answer");
+                    return Outcome::Failed { connect: false };
+                }
                 // A client's shorter deadline (grpc-timeout) running out is
                 // not the replica's failure; --response-timeout is.
                 if response_timeout >= self.config.response_timeout {

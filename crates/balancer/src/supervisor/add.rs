@@ -39,6 +39,9 @@ pub(super) struct Batch {
     asked: HashSet<String>,
     /// Starts tried again because a name or id was taken elsewhere.
     retries: usize,
+    /// A given hostname another balancer took first: the answer is that
+    /// duplicate (409), not a failed start.
+    duplicate: Option<String>,
 }
 
 /// Most retries of one batch after names or ids taken elsewhere.
@@ -65,6 +68,7 @@ impl Supervisor {
                 fill,
                 asked: change.hostnames().iter().map(ToString::to_string).collect(),
                 retries: 0,
+                duplicate: None,
             },
         );
         for spec in specs {
@@ -154,6 +158,9 @@ impl Supervisor {
             return Ok(false);
         }
         if asked && what == Taken::Name {
+            if let Some(b) = self.batches.get_mut(&batch) {
+                b.duplicate = Some(name.to_owned());
+            }
             return Err(MembershipError::Duplicate(name.to_owned()).to_string());
         }
         if b.retries >= MAX_TAKEN_RETRIES {
@@ -288,7 +295,10 @@ impl Supervisor {
                     self.stop_later(s.handle, None);
                 }
             }
-            let error = MembershipError::NotAdded(batch.errors);
+            let error = match batch.duplicate {
+                Some(name) => MembershipError::Duplicate(name),
+                None => MembershipError::NotAdded(batch.errors),
+            };
             tracing::warn!(%error);
             if let Some(reply) = reply {
                 let _ = reply.send(Err(error));

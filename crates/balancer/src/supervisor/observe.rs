@@ -23,6 +23,10 @@ use crate::{
     replica::{Generation, Health, Replica, ReplicaId},
 };
 
+/// How long a removal is remembered at most (readings arrive within
+/// seconds).
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What this balancer knows that an engine reading may not show yet.
 #[derive(Debug, Default)]
 pub(super) struct Recent {
@@ -39,7 +43,12 @@ pub(super) struct Recent {
 impl Recent {
     /// `name` was removed here and nothing of it runs any more.
     pub fn left(&mut self, name: String) {
-        self.gone.insert(name, TokioInstant::now());
+        let now = TokioInstant::now();
+        // Without readings (orchestrators that share nothing) nothing else
+        // prunes this; no reading is ever this late.
+        self.gone
+            .retain(|_, at| now.saturating_duration_since(*at) < FORGET_AFTER);
+        self.gone.insert(name, now);
     }
 
     /// Forgets what a reading taken at `taken_at` shows by itself.
