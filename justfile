@@ -49,7 +49,8 @@ e2e:
 # Proxy benchmark side by side with HAProxy and nginx -- the headline
 # (50/500 connections x 1/2 threads) and every suite: instructions per
 # request, 10,000 connections, 1 MiB bodies, 100 replicas, memory per
-# connection -- then the criterion benches (policy pick, ring lookup).
+# connection, TLS keep-alive / new handshakes / h2 -- then the criterion
+# benches (policy pick, ring lookup).
 # About 20 minutes on 2 cores. `bench/run --suites headline` alone is quick.
 bench OUT="analysis/bench":
     bench/run --out {{OUT}}
@@ -112,3 +113,19 @@ soak DURATION="3m":
 soak-ci:
     cargo build --release -p balancer -p loadgen
     {{target_dir}}/release/loadgen soak --duration 40s --out {{target_dir}}/soak-ci --balancer-bin {{target_dir}}/release/balancer
+
+# The stack on Docker Swarm: `docker stack deploy` of compose.yaml with
+# swarm/compose.swarm.yaml (two balancers, --orchestrator swarm, host-mode
+# ports LB_PORT / LB_PORT_2, default 5000 / 5001). A one-node swarm is
+# created if none is active (and left by swarm-down only then).
+swarm-up:
+    swarm/up
+
+# Remove the stack, every replica service it created and its network; leave
+# the swarm if swarm-up created it.
+swarm-down:
+    swarm/down
+
+# End-to-end test of --orchestrator swarm: two balancers on a one-node swarm.
+e2e-swarm:
+    .ci/e2e-swarm

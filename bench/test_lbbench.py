@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lbbench import cargo, chart, counters, proxies, wrk  # noqa: E402
+from lbbench import cargo, chart, counters, proxies, tls, wrk  # noqa: E402
 
 WRK_OUT = """Running 3s test @ http://127.0.0.1:38167/home
   1 threads and 50 connections
@@ -175,3 +175,61 @@ class Chart(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+H2LOAD_OUT = """starting benchmark...
+spawning thread #0: 2 total client(s). 200 total requests
+Application protocol: http/1.1
+progress: 100% done
+
+finished in 28.91ms, 6918.74 req/s, 0B/s
+requests: 200 total, 200 started, 198 done, 196 succeeded, 1 failed, 1 errored, 0 timeout
+status codes: 196 2xx, 0 3xx, 0 4xx, 2 5xx
+traffic: 0B (0) total, 17.97KB (18400) headers (space savings 0.00%), 10.94KB (11200) data
+                     min         max         mean         sd        +/- sd
+time for request:       29us       419us       161us        86us    64.50%
+time for connect:       56us        69us        62us         9us   100.00%
+"""
+
+
+class Tls(unittest.TestCase):
+    def test_h2load_summary(self):
+        r = tls.parse_h2load(H2LOAD_OUT)
+        self.assertAlmostEqual(r["rps"], 6918.74)
+        self.assertAlmostEqual(r["seconds"], 0.02891)
+        self.assertEqual((r["requests"], r["succeeded"], r["errors"], r["non_2xx"]), (198, 196, 2, 2))
+        self.assertAlmostEqual(r["latency_ms"]["mean"], 0.161)
+        self.assertAlmostEqual(r["latency_ms"]["max"], 0.419)
+        self.assertEqual(r["protocol"], "http/1.1")
+
+    def test_not_h2load(self):
+        with self.assertRaises(RuntimeError):
+            tls.parse_h2load("connection refused")
+
+    def test_configs_terminate_tls(self):
+        ha = tls.haproxy_tls_config(8443, [9001], 1, "/t/tls.pem")
+        self.assertIn("bind 127.0.0.1:8443 ssl crt /t/tls.pem alpn h2,http/1.1\n", ha)
+        ng = tls.nginx_tls_config(8443, [9001], 1, Path("/t"), "/t/c.pem", "/t/k.pem")
+        self.assertIn("listen 127.0.0.1:8443 ssl http2 reuseport;", ng)
+        self.assertIn("ssl_certificate /t/c.pem;", ng)
+        self.assertIn("ssl_certificate_key /t/k.pem;", ng)
+
+
+class Update(unittest.TestCase):
+    def test_replaces_only_the_suites_run(self):
+        from lbbench import run
+        old = {"machine": "m", "label": "", "date_utc": "old", "elapsed_s": 1, "runs": ["headline"],
+               "setup": {"elapsed_s": {"headline": 5, "memory": 7}},
+               "suites": {"memory": {"setup": {}, "runs": [1]}, "tls": {"setup": {}, "runs": ["old"]}}}
+        new = {"machine": "m2", "label": "", "date_utc": "new", "elapsed_s": 2, "runs": [],
+               "setup": {"elapsed_s": {"tls": 9}}, "suites": {"tls": {"setup": {}, "runs": ["new"]}}}
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "results.json"
+            self.assertIs(run.updated(path, new, ["tls"]), new)
+            path.write_text(json.dumps(old))
+            m = run.updated(path, new, ["tls"])
+        self.assertEqual(m["runs"], ["headline"])
+        self.assertEqual(m["suites"]["memory"]["runs"], [1])
+        self.assertEqual(m["suites"]["tls"]["runs"], ["new"])
+        self.assertEqual(m["suites"]["tls"]["setup"]["date_utc"], "new")
+        self.assertEqual(m["setup"]["elapsed_s"], {"headline": 5, "memory": 7, "tls": 9})

@@ -225,8 +225,41 @@ def memory_md(doc, s):
     return lines
 
 
+TLS_MODES = {"keepalive": "TLS, kept-alive connections (HTTP/1.1)",
+             "handshakes": "new TLS handshake per request",
+             "h2": "HTTP/2 over TLS"}
+
+
+def tls_md(doc, s):
+    setup = s["setup"]
+    lines = [
+        "## TLS and HTTP/2",
+        "",
+        f"Each proxy terminates TLS with the same {setup['certificate']} certificate and forwards HTTP/1.1 to the "
+        f"same 3 replicas; {setup['threads']} proxy worker, {setup['rounds']} alternating round(s), median by req/s. "
+        f"Clients: keep-alive `{setup['clients']['keepalive']}`; handshakes `{setup['clients']['handshakes']}` "
+        f"(a full handshake per request, no session resumption offered by the client); "
+        f"h2 `{setup['clients']['h2']}`. The ratio is ours over HAProxy's req/s in the same rounds.",
+        "",
+        "| load | target | req/s | req/s min–max | ours / HAProxy | latency | errors | proxy CPU µs / req "
+        "| peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, title in TLS_MODES.items():
+        runs = ordered([r for r in s["runs"] if r["mode"] == mode])
+        ha = next((r["rps"] for r in runs if r["target"] == "haproxy"), None)
+        for r in runs:
+            lat = r.get("latency_ms", {})
+            latency = f"p99 {fmt(lat['p99'])} ms" if lat.get("p99") is not None else f"mean {fmt(lat.get('mean'))} ms"
+            ratio = fmt(r["rps"] / ha) if ha and r["target"] == "ours" else "–"
+            lines.append(f"| {title} | {name(r['target'])} | {r['rps']:.0f} | {span(r['repeats'], lambda x: x['rps'])} "
+                         f"| {ratio} | {latency} | {r['errors']} | {fmt(r.get('cpu_us_per_request'), 1)} "
+                         f"| {fmt(r.get('proxy_peak_rss_mib'), 1)} |")
+    return lines
+
+
 SECTIONS = [("instructions", instructions_md), ("c10k", c10k_md), ("large", large_md),
-            ("replicas100", replicas_md), ("memory", memory_md)]
+            ("replicas100", replicas_md), ("memory", memory_md), ("tls", tls_md)]
 
 
 def suites_markdown(doc):

@@ -26,6 +26,10 @@ Suites (--suites, all by default; `--suites headline` for a quick run):
                 of ours beside HAProxy roundrobin and leastconn
   memory        RSS at rest, at 500 and 10,000 idle and active connections,
                 and KiB per connection
+  tls           TLS termination and HTTP/2 (each proxy with the same
+                certificate): TLS keep-alive req/s (wrk), new TLS handshakes
+                per second (h2load --h1, Connection: close), h2 req/s
+                (h2load, ALPN h2)
 
 Writes `results.json` (raw) into --out and calls `bench/report` to render
 `results.md`, `chart.svg` and `dimensions.svg` from it.
@@ -52,12 +56,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import ANALYSIS, ROOT, cargo, counters, log, procs, proxies, suites
+from . import ANALYSIS, ROOT, cargo, counters, log, procs, proxies, suites, tls
 from .machine import ensure_tools, machine
 from .measure import Load, Setup, alternate, describe_http, median_of, one_run
 from .proxies import Target
 
-SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory"]
+SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory", "tls"]
 SUITE_NOTES = {
     "instructions": "no hardware counters here (perf stat: <not supported>), callgrind over {args.instr_requests} "
                     "responses per proxy instead",
@@ -65,6 +69,7 @@ SUITE_NOTES = {
     "large": "1 MiB responses and uploads, {args.large_connections} connections",
     "replicas100": "{args.replicas} replicas, every policy",
     "memory": "RSS at {levels} idle and active connections",
+    "tls": "TLS keep-alive, new handshakes and h2, {args.tls_connections} connections",
 }
 
 
@@ -109,6 +114,8 @@ def parser():
     ap.add_argument("--bin-dir", help="use backend and balancer from here (implies no build)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--no-install", action="store_true")
+    ap.add_argument("--update", action="store_true",
+                    help="keep what OUT/results.json already holds and replace only the suites run now")
     ap.add_argument("--label", default="", help="free text stored in results.json (e.g. a commit)")
     ap.add_argument("--ab", metavar="DIR",
                     help="instead of the comparison: our balancer from DIR (before) against this build (after), "
@@ -124,8 +131,29 @@ def parser():
     g.add_argument("--replicas", type=int, default=100, help="replicas of the many-replica suite")
     g.add_argument("--replicas-connections", type=int, default=50)
     g.add_argument("--policies", help="our policies for the many-replica suite (default: all, from balancer --help)")
+    g.add_argument("--tls-connections", type=int, default=50, help="connections of the TLS and h2 runs")
+    g.add_argument("--tls-handshakes", type=int, default=20000, help="new connections per handshake run")
     g.add_argument("--memory-levels", default="500,10000", help="idle and active connection counts")
     return ap
+
+
+def updated(path, doc, chosen):
+    """`doc` laid over the results already at `path`: the suites run now
+    replace theirs, the rest (and the headline, unless it ran) are kept,
+    with the date of each part recorded."""
+    if not path.exists():
+        return doc
+    old = json.loads(path.read_text())
+    merged = dict(old)
+    merged.setdefault("suites", {})
+    for key, value in doc.get("suites", {}).items():
+        value["setup"]["date_utc"] = doc["date_utc"]
+        merged["suites"][key] = value
+    if "headline" in chosen:
+        merged.update({k: doc[k] for k in ("machine", "label", "date_utc", "elapsed_s", "setup", "runs")})
+    else:
+        merged["setup"]["elapsed_s"] = {**old["setup"].get("elapsed_s", {}), **doc["setup"]["elapsed_s"]}
+    return merged
 
 
 def suite_list(text):
@@ -141,7 +169,10 @@ def main(argv=None):
     chosen = suite_list(args.suites)
     procs.install_cleanup()
     nofile = procs.raise_nofile()
-    ensure_tools(not args.no_install, {"valgrind": "valgrind"} if "instructions" in chosen else {})
+    extra_tools = {"valgrind": "valgrind"} if "instructions" in chosen else {}
+    if "tls" in chosen:
+        extra_tools.update(h2load="nghttp2-client", openssl="openssl", curl="curl")
+    ensure_tools(not args.no_install, extra_tools)
     bins = cargo.build(args.no_build, args.bin_dir)
     conns = [int(c) for c in args.connections.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
@@ -181,6 +212,8 @@ def main(argv=None):
                         setup, args.repeat, args.replicas, args.replicas_connections, args.duration, args.warmup,
                         our_policies=args.policies.split(",") if args.policies else None),
                     "memory": lambda: suites.memory(setup, proxies_only, args.repeat, levels, levels),
+                    "tls": lambda: tls.suite(setup, proxies_only, args.repeat, args.tls_connections, args.duration,
+                                             args.warmup, handshakes=args.tls_handshakes),
                 }
                 for key, fn in plan.items():
                     if key not in chosen:
@@ -215,6 +248,8 @@ def main(argv=None):
     if extra:
         doc["suites"] = extra
     name = "ab.json" if args.ab else "results.json"
+    if args.update and not args.ab:
+        doc = updated(out / name, doc, chosen)
     if args.ab:
         doc["setup"]["before_bin_dir"] = str(Path(args.ab).resolve())
     (out / name).write_text(json.dumps(doc, indent=2) + "\n")

@@ -128,6 +128,16 @@ pub async fn serve(
         .await
 }
 
+/// Serves the replica on `listener` in a task of its own, until the
+/// returned sender is used or dropped: an in-process replica for tests.
+pub fn spawn(listener: TcpListener, config: Config) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(serve(listener, config, async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
 /// Resolves on SIGTERM or SIGINT: the signals an orchestrator or a terminal
 /// sends to ask a process to stop.
 pub async fn shutdown_signal() {

@@ -113,6 +113,11 @@ pub struct Events {
 #[derive(Debug, Default)]
 pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
+    /// Events of each kind ever recorded (by `EventKind::ALL` index), for
+    /// `/lb/metrics`: the log itself forgets old ones.
+    counts: [std::sync::atomic::AtomicU64; EventKind::ALL.len()],
+    /// Wakes long-polls of `/lb/events?wait_ms=` when an event is recorded.
+    recorded: tokio::sync::Notify,
 }
 
 pub fn unix_ms() -> u64 {
@@ -124,6 +129,9 @@ pub fn unix_ms() -> u64 {
 impl EventLog {
     pub fn record(&self, kind: EventKind, replica: &str, detail: impl Into<String>) {
         let detail = detail.into();
+        if let Some(i) = EventKind::ALL.iter().position(|k| *k == kind) {
+            self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::info!(kind = kind.as_str(), replica, %detail, "replica event");
         let mut guard = self
             .inner
@@ -141,6 +149,39 @@ impl EventLog {
             replica: replica.to_owned(),
             detail,
         });
+        drop(guard);
+        self.recorded.notify_waiters();
+    }
+
+    /// Events after `after`, waiting up to `wait` for one if there is none
+    /// yet (a long poll: the dashboard sees a replica fall the moment it
+    /// does, without polling fast).
+    pub async fn wait_since(&self, after: u64, wait: std::time::Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so an event recorded in between
+            // still wakes this waiter.
+            let notified = self.recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let events = self.since(after);
+            if !events.is_empty() {
+                return events;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    /// How many events of `kind` were ever recorded.
+    pub fn count(&self, kind: EventKind) -> u64 {
+        EventKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| {
+                self.counts[i].load(std::sync::atomic::Ordering::Relaxed)
+            })
     }
 
     /// Events with a sequence number above `after`.
@@ -167,6 +208,30 @@ mod tests {
         assert_eq!(all.len(), CAPACITY);
         assert_eq!(all[0].seq, 11);
         assert_eq!(log.since(all[CAPACITY - 2].seq).len(), 1);
+        assert_eq!(log.count(EventKind::Up), CAPACITY as u64 + 10);
+        assert_eq!(log.count(EventKind::Down), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_poll_returns_at_the_next_event_or_its_deadline() {
+        let log = std::sync::Arc::new(EventLog::default());
+        log.record(EventKind::Added, "s1", "");
+        let wait = std::time::Duration::from_secs(10);
+        assert_eq!(log.wait_since(0, wait).await.len(), 1, "already there");
+        let waiting = tokio::spawn({
+            let log = log.clone();
+            async move { log.wait_since(1, wait).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        log.record(EventKind::Exited, "s1", "");
+        let got = waiting.await.expect("task");
+        assert_eq!(
+            got.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::Exited]
+        );
+        let started = tokio::time::Instant::now();
+        assert!(log.wait_since(2, wait).await.is_empty());
+        assert_eq!(started.elapsed(), wait);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod change;
@@ -28,6 +29,8 @@ pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod latency;
+pub mod logging;
 pub mod metrics;
 pub mod orchestrator;
 pub mod policy;
@@ -37,6 +40,7 @@ pub mod replica;
 pub mod server;
 pub mod supervisor;
 pub mod tls;
+pub mod token;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -99,28 +103,14 @@ impl Balancer {
         };
         let listener = bind(&c.listen).await?;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
-        let admin_listener = match &c.admin_listen {
-            Some(a) => Some(bind(a).await?),
-            None => None,
-        };
-        let admin_addr = admin_listener
-            .as_ref()
-            .map(|l| l.local_addr().map_err(StartError::Serve))
-            .transpose()?;
+        let (admin_listener, admin_addr) = bind_optional(c.admin_listen.as_deref()).await?;
         let max_connections = server::limit::effective_max_connections(c.limits.max_connections);
         // TLS: the certificate is checked before anything starts.
         let tls = match &c.tls.tls_listen {
             Some(_) => Some(tls::Tls::from_args(&c.tls)?),
             None => None,
         };
-        let tls_listener = match &c.tls.tls_listen {
-            Some(a) => Some(bind(a).await?),
-            None => None,
-        };
-        let tls_addr = tls_listener
-            .as_ref()
-            .map(|l| l.local_addr().map_err(StartError::Serve))
-            .transpose()?;
+        let (tls_listener, tls_addr) = bind_optional(c.tls.tls_listen.as_deref()).await?;
 
         let pool = Arc::new(pool::Pool::new(policy)?);
         let events = Arc::new(events::EventLog::default());
@@ -142,9 +132,18 @@ impl Balancer {
         .await?;
 
         let proxy_config = c.proxy_config(orchestrator.manages_replicas());
+        let access_log = match &c.access_log {
+            Some(path) => Some(
+                access_log::AccessLog::start(path, metrics.clone())
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let app = Arc::new(admin::App {
             control,
-            proxy: proxy::Proxy::new(proxy_config, pool.clone(), metrics.clone(), events.clone()),
+            proxy: proxy::Proxy::new(proxy_config, pool.clone(), metrics.clone(), events.clone())
+                .with_access_log(access_log),
             pool,
             metrics,
             events,
@@ -158,6 +157,7 @@ impl Balancer {
                 orchestrator.kind(),
                 &options,
             ),
+            shutdown: shutdown.clone(),
         });
         let role = if admin_listener.is_some() {
             server::Role::Data
@@ -216,6 +216,18 @@ impl Balancer {
 /// Connections the admin listener holds at once: its own small pool, so an
 /// operator gets in while the data listener is at its cap.
 const ADMIN_CONNECTIONS: usize = 256;
+
+/// A listener (and the address it got) on `addr` where one is configured.
+async fn bind_optional(
+    addr: Option<&str>,
+) -> Result<(Option<tokio::net::TcpListener>, Option<SocketAddr>), StartError> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let listener = bind(addr).await?;
+    let local = listener.local_addr().map_err(StartError::Serve)?;
+    Ok((Some(listener), Some(local)))
+}
 
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(addr)

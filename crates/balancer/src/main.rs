@@ -20,12 +20,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Backend(_)) => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         None => std::env::var("RUST_LOG").unwrap_or_else(|_| cli.config.log.clone()),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    balancer::logging::init(&filter, cli.config.log_format);
     // One worker thread means one event loop, as `nbthread 1` in HAProxy:
     // the current-thread scheduler runs every task on this thread with no
     // cross-thread queue or wake-up, which the multi-thread one still pays.

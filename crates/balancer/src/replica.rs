@@ -116,6 +116,8 @@ pub struct Replica {
     in_flight: AtomicU64,
     served: AtomicU64,
     failures: AtomicU64,
+    /// Time from a request's arrival to this replica's response head.
+    pub latency: crate::latency::LatencyHistogram,
     /// Requests it may have in flight at once (`--max-conns-per-replica`).
     limit: Option<Arc<Semaphore>>,
 }
@@ -146,6 +148,7 @@ impl Replica {
             in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            latency: crate::latency::LatencyHistogram::default(),
             limit: None,
         }
     }

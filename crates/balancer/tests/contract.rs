@@ -225,8 +225,8 @@ async fn a_ring_that_cannot_hold_more_replicas_refuses_add() {
 
 #[tokio::test]
 async fn forwards_method_query_headers_and_body() {
-    // The backend only has GET routes, so a POST is a 405 from the replica,
-    // passed through; the balancer's own answer would be JSON.
+    // The backend's /heartbeat is GET only, so a POST there is a 405 from
+    // the replica, passed through; the balancer's own answer would be JSON.
     let lb = start_balancer(&["--replicas", "1"]).await;
     let resp = lb
         .http
@@ -238,7 +238,7 @@ async fn forwards_method_query_headers_and_body() {
     assert_eq!(resp.status(), 200);
     let resp = lb
         .http
-        .post(format!("{}/home", lb.url))
+        .post(format!("{}/heartbeat", lb.url))
         .body("payload")
         .send()
         .await

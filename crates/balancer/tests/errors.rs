@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use balancer::{
-    Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
+use balancer::Config;
 use common::{local_backend, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,22 +21,7 @@ async fn over(
     policy: &str,
     tweak: impl FnOnce(&mut Config),
 ) -> (balancer::Running, String) {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: upstreams,
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: policy.into(),
-        // Keep health checks out of the way: these tests are about the data path.
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let lb = Balancer::new(config).start().await.expect("start");
+    let lb = common::start_static(upstreams, policy, tweak).await;
     let url = format!("http://{}", lb.addr());
     (lb, url)
 }

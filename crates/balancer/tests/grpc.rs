@@ -8,11 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use balancer::{
-    Balancer, Config,
-    config::HealthCheck,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
+use balancer::{Config, config::HealthCheck};
 use bytes::Bytes;
 use echo::pb::{Msg, echo_client::EchoClient};
 use http_body_util::{BodyExt as _, Full};
@@ -38,22 +34,13 @@ async fn replica(id: &str) -> Replica {
 }
 
 async fn balancer(replicas: &[&Replica], tweak: impl FnOnce(&mut Config)) -> balancer::Running {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: replicas.iter().map(|r| r.url.clone()).collect(),
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: "round-robin".into(),
-        health_check: HealthCheck::Grpc,
-        health_interval: Duration::from_millis(200),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Balancer::new(config).start().await.expect("start")
+    let upstreams = replicas.iter().map(|r| r.url.clone()).collect();
+    common::start_static(upstreams, "round-robin", |config| {
+        config.health_check = HealthCheck::Grpc;
+        config.health_interval = Duration::from_millis(200);
+        tweak(config);
+    })
+    .await
 }
 
 async fn client(lb: &balancer::Running) -> EchoClient<tonic::transport::Channel> {

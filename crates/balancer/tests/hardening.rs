@@ -6,10 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use balancer::{
-    Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
+use balancer::Config;
 use common::raw::{RawUpstream, Reply, Seen, exchange, ok, raw_upstream, read_for};
 use serde_json::Value;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -18,21 +15,7 @@ async fn over(
     upstream: &RawUpstream,
     tweak: impl FnOnce(&mut Config),
 ) -> (balancer::Running, String) {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: vec![upstream.url.clone()],
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: "round-robin".into(),
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let lb = Balancer::new(config).start().await.expect("start");
+    let lb = common::start_static(vec![upstream.url.clone()], "round-robin", tweak).await;
     let addr = lb.addr().to_string();
     (lb, addr)
 }

@@ -8,7 +8,6 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use balancer::{
     Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
     policy::{Pick, Policy},
 };
 use common::{LocalBackend, local_backend, replica_of, start_balancer};
@@ -29,21 +28,14 @@ async fn in_process(
     policy: &str,
     custom: Option<Arc<dyn Policy>>,
 ) -> balancer::Running {
+    let upstreams = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("s{}={}", i + 1, b.url))
+        .collect();
     let config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: backends
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| format!("s{}={}", i + 1, b.url))
-                    .collect(),
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: policy.into(),
-        ..Config::default()
+        health_interval: Config::default().health_interval,
+        ..common::static_config(upstreams, policy)
     };
     let mut lb = Balancer::new(config);
     if let Some(p) = custom {
@@ -185,26 +177,17 @@ async fn static_upstream_down_then_up_after_rise() {
     let addr = listener.local_addr().expect("addr");
     let flaky = common::local_backend_on(listener, "flaky", 0);
     let steady = local_backend("steady", 0).await;
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: vec![
-                    format!("flaky={}", flaky.url),
-                    format!("steady={}", steady.url),
-                ],
-            },
-            ..OrchestratorConfig::default()
-        },
-        policy: "round-robin".into(),
-        health_interval: Duration::from_millis(50),
-        health_timeout: Duration::from_millis(100),
-        fall: 2,
-        rise: 3,
-        ..Config::default()
-    };
-    let lb = Balancer::new(config).start().await.expect("start");
+    let upstreams = vec![
+        format!("flaky={}", flaky.url),
+        format!("steady={}", steady.url),
+    ];
+    let lb = common::start_static(upstreams, "round-robin", |config| {
+        config.health_interval = Duration::from_millis(50);
+        config.health_timeout = Duration::from_millis(100);
+        config.fall = 2;
+        config.rise = 3;
+    })
+    .await;
     let url = format!("http://{}", lb.addr());
     let client = common::client();
     let health = |name: &'static str| {

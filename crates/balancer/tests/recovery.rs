@@ -208,28 +208,16 @@ async fn concurrent_add_rm_and_failures_converge_without_duplicates() {
     let lb = start_balancer(&["--replicas", "3", "--max-replicas", "10"]).await;
     let pids = lb.pids().await;
     let url = lb.url.clone();
-    let add = |name: &'static str| {
-        let (client, url) = (lb.http.clone(), url.clone());
-        tokio::spawn(async move {
-            common::send(
-                client
-                    .post(format!("{url}/add"))
-                    .body(format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#)),
-            )
-            .await
-        })
+    // `/add` or `/rm` of one named replica, in a task of its own.
+    let change = |method: reqwest::Method, path: &'static str, name: &'static str| {
+        let request = lb
+            .http
+            .request(method, format!("{url}/{path}"))
+            .body(format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#));
+        tokio::spawn(common::send(request))
     };
-    let rm = |name: &'static str| {
-        let (client, url) = (lb.http.clone(), url.clone());
-        tokio::spawn(async move {
-            common::send(
-                client
-                    .delete(format!("{url}/rm"))
-                    .body(format!(r#"{{"n": 1, "hostnames": ["{name}"]}}"#)),
-            )
-            .await
-        })
-    };
+    let add = |name| change(reqwest::Method::POST, "add", name);
+    let rm = |name| change(reqwest::Method::DELETE, "rm", name);
     let adds = [add("c1"), add("c2"), add("c3")];
     signal(pids["server-1"], "KILL");
     let removal = rm("server-3");

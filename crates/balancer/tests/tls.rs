@@ -14,10 +14,6 @@ use std::{
     time::Duration,
 };
 
-use balancer::{
-    Balancer, Config,
-    orchestrator::{OrchestratorConfig, StaticArgs},
-};
 use common::raw::{RawUpstream, Reply, Seen, ok, raw_upstream, read_for};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::{
@@ -45,22 +41,12 @@ fn temp(name: &str) -> PathBuf {
 }
 
 async fn over(upstream: &RawUpstream, cert: &Path, key: &Path) -> balancer::Running {
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: vec![upstream.url.clone()],
-            },
-            ..OrchestratorConfig::default()
-        },
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    config.tls.tls_listen = Some("127.0.0.1:0".into());
-    config.tls.tls_cert = Some(cert.to_owned());
-    config.tls.tls_key = Some(key.to_owned());
-    Balancer::new(config).start().await.expect("start")
+    common::start_static(vec![upstream.url.clone()], "round-robin", |config| {
+        config.tls.tls_listen = Some("127.0.0.1:0".into());
+        config.tls.tls_cert = Some(cert.to_owned());
+        config.tls.tls_key = Some(key.to_owned());
+    })
+    .await
 }
 
 /// A rustls client trusting exactly `trusted`, offering `alpn`.
@@ -372,20 +358,10 @@ async fn rapid_reset(addr: std::net::SocketAddr, hold: Duration) -> (u32, bool) 
 async fn rapid_reset_closes_the_attacking_connection_and_others_are_served() {
     // A slow replica: every stream the attacker resets was forwarded.
     let up = raw_upstream(|_| Reply::SendAfter(Duration::from_millis(500), ok_bytes())).await;
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: vec![up.url.clone()],
-            },
-            ..OrchestratorConfig::default()
-        },
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    config.limits.max_abandoned = 50;
-    let lb = Balancer::new(config).start().await.expect("start");
+    let lb = common::start_static(vec![up.url.clone()], "round-robin", |config| {
+        config.limits.max_abandoned = 50;
+    })
+    .await;
     let addr = lb.addr();
 
     // Reset before the balancer even accepts the stream: h2's own cap on
@@ -431,20 +407,10 @@ async fn a_half_read_response_over_h2_does_not_pin_the_replica() {
         bytes
     };
     let up = raw_upstream(move |_| Reply::Send(big.clone())).await;
-    let mut config = Config {
-        listen: "127.0.0.1:0".into(),
-        orchestrator: OrchestratorConfig {
-            kind: "static".into(),
-            upstreams: StaticArgs {
-                upstream: vec![up.url.clone()],
-            },
-            ..OrchestratorConfig::default()
-        },
-        health_interval: Duration::from_secs(60),
-        ..Config::default()
-    };
-    config.limits.send_timeout = Duration::from_millis(500);
-    let lb = Balancer::new(config).start().await.expect("start");
+    let lb = common::start_static(vec![up.url.clone()], "round-robin", |config| {
+        config.limits.send_timeout = Duration::from_millis(500);
+    })
+    .await;
     let addr = lb.addr();
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (h2, connection) = h2::client::handshake(tcp).await.expect("h2");

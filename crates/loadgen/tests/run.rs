@@ -13,15 +13,11 @@ async fn backend_with_delay(id: &str, delay_ms: u64) -> (String, tokio::sync::on
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let config = backend::Config {
         id: id.into(),
         delay_ms,
     };
-    tokio::spawn(backend::serve(listener, config, async {
-        let _ = rx.await;
-    }));
-    (url, tx)
+    (url, backend::spawn(listener, config))
 }
 
 #[tokio::test]

@@ -26,6 +26,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// The balancer failed at something that should not fail.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -47,6 +50,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

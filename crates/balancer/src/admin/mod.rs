@@ -7,9 +7,12 @@
 //! [`error`]. With `--admin-token`, every endpoint that reveals or changes
 //! state (`/rep`, `/add`, `/rm`, `/lb/*`) requires `Authorization: Bearer
 //! <token>` (the scheme in any case); only the `/lb/health` liveness probe
-//! stays open.
+//! and the dashboard's static page ([`dashboard`], which asks for the token
+//! and sends it with its calls) stay open.
 
+pub mod dashboard;
 pub mod error;
+pub mod stats;
 pub mod status;
 
 use std::sync::Arc;
@@ -51,6 +54,8 @@ pub struct App {
     pub max_replicas: usize,
     /// The facts fixed at start, shown at `/lb/status`.
     pub settings: status::Settings,
+    /// Cancelled at shutdown: ends long polls so they do not hold the drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Whether `path` is one of the balancer's own endpoints (served by
@@ -69,6 +74,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/lb/status", get(status))
         .route("/lb/metrics", get(metrics))
         .route("/lb/events", get(events))
+        .route("/lb/stats", get(stats))
+        .route("/lb/ring", get(ring))
         .route("/lb", any(not_found))
         .route("/lb/{*rest}", any(not_found))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -80,6 +87,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/lb/health",
             get(|| async { Json(json!({"status": "successful"})) }),
         )
+        // The page asks for the token; its data endpoints check it.
+        .route("/lb/dashboard", get(dashboard::page))
+        .route("/lb/dashboard/app.js", get(dashboard::script))
+        .route("/lb/dashboard/charts.js", get(dashboard::charts))
+        .route("/lb/dashboard/app.css", get(dashboard::style))
         .merge(guarded)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Only the paths `is_admin_path` accepts are routed here (or every
@@ -161,21 +173,51 @@ async fn status(State(app): State<Arc<App>>) -> Json<Status> {
     Json(Status::new(&app.settings, &app.pool.load()))
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(&app.pool.load());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Format::from_accept(accept);
+    match crate::metrics::render(&app.metrics, app.pool.load_full(), &app.events, format) {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
+        Err(_) => ApiError::Internal("the metrics could not be encoded".into()).into_response(),
+    }
+}
+
+async fn stats(State(app): State<Arc<App>>) -> Json<stats::Stats> {
+    Json(stats::Stats::new(&app.metrics, &app.pool.load()))
+}
+
+/// A ring's shares take milliseconds to measure: off the async workers.
+async fn ring(State(app): State<Arc<App>>) -> Result<Json<stats::Ring>, ApiError> {
+    let snapshot = app.pool.load_full();
+    tokio::task::spawn_blocking(move || stats::Ring::new(&snapshot))
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[derive(Deserialize)]
 struct EventsQuery {
     #[serde(default)]
     after: u64,
+    /// Wait up to this long for an event after `after` (a long poll).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
+/// Longest long poll of `/lb/events`: below common proxy idle timeouts.
+const MAX_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
 async fn events(State(app): State<Arc<App>>, Query(query): Query<EventsQuery>) -> Json<Events> {
-    Json(Events {
-        events: app.events.since(query.after),
-    })
+    let wait = std::time::Duration::from_millis(query.wait_ms).min(MAX_EVENTS_WAIT);
+    let events = if wait.is_zero() {
+        app.events.since(query.after)
+    } else {
+        tokio::select! {
+            events = app.events.wait_since(query.after, wait) => events,
+            () = app.shutdown.cancelled() => Vec::new(),
+        }
+    };
+    Json(Events { events })
 }
 
 #[cfg(test)]
@@ -206,6 +248,9 @@ mod tests {
             "/lb/status",
             "/lb/metrics",
             "/lb/events",
+            "/lb/stats",
+            "/lb/ring",
+            "/lb/dashboard",
             "/lb/anything",
         ] {
             assert!(is_admin_path(path), "{path}");

@@ -152,6 +152,14 @@ pub struct Config {
     /// Log filter (tracing's EnvFilter syntax, e.g. info, balancer=debug).
     #[arg(long, env = "LB_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as JSON lines for a collector.
+    #[arg(long, env = "LB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+    /// Write an access log (JSON lines: time, client, method, path, status,
+    /// replica, attempts, duration, bytes, request id) to this file, or to
+    /// stdout with `-`. Off by default.
+    #[arg(long, env = "LB_ACCESS_LOG", value_name = "PATH|-")]
+    pub access_log: Option<PathBuf>,
 
     /// Limits and timeouts of the edge (after the options above: their
     /// help heading would swallow what follows).

@@ -1,5 +1,5 @@
 //! Orchestrators start and stop replica instances: local processes, Docker
-//! containers, or (static) servers someone else runs.
+//! containers, Swarm services, or (static) servers someone else runs.
 //!
 //! An orchestrator knows nothing about pools, health or policies: it turns
 //! a [`ReplicaSpec`] (hostname, ring id) into a running [`Instance`] with an
@@ -14,6 +14,7 @@
 pub mod docker;
 pub mod process;
 pub mod r#static;
+pub mod swarm;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -25,6 +26,7 @@ use crate::replica::ReplicaId;
 pub use docker::{DockerArgs, DockerOrchestrator};
 pub use process::{ProcessArgs, ProcessOrchestrator};
 pub use r#static::{StaticArgs, StaticOrchestrator};
+pub use swarm::{SwarmArgs, SwarmOrchestrator};
 
 type Constructor = fn(&OrchestratorConfig) -> Result<Arc<dyn Orchestrator>, OrchestratorError>;
 
@@ -40,6 +42,11 @@ pub const REGISTRY: &[(&str, &str, Constructor)] = &[
         "docker",
         "replicas are Docker containers on --docker-network",
         docker::build,
+    ),
+    (
+        "swarm",
+        "replicas are Docker Swarm services on --swarm-network, shared by every balancer",
+        swarm::build,
     ),
     (
         "static",
@@ -72,6 +79,8 @@ pub struct OrchestratorConfig {
     pub docker: DockerArgs,
     #[command(flatten)]
     pub upstreams: StaticArgs,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
 }
 
 impl Default for OrchestratorConfig {
@@ -174,6 +183,47 @@ pub enum OrchestratorError {
     Cancelled { name: String },
     #[error("{0}")]
     Config(String),
+    /// The engine already has a replica with this name or ring id (another
+    /// balancer added it first): nothing was created.
+    #[error("replica '{name}': its {what} is taken in the engine")]
+    Taken { name: String, what: Taken },
+}
+
+/// What of a replica another one already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Name,
+    Id(ReplicaId),
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name => f.write_str("name"),
+            Self::Id(id) => write!(f, "ring id {id}"),
+        }
+    }
+}
+
+/// One replica as the engine shows it, for orchestrators whose membership
+/// lives in the engine and is shared by several balancers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub spec: ReplicaSpec,
+    /// What [`Orchestrator::stop`] takes to remove it.
+    pub handle: String,
+    /// Where its serving instance answers; `None` while none serves (it
+    /// died and the engine restarts it, or its node is down).
+    pub addr: Option<SocketAddr>,
+}
+
+/// Every replica the engine shows at one moment.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// When the engine was asked: a member that joined after this may be
+    /// missing from `members` without having left.
+    pub taken_at: tokio::time::Instant,
+    pub members: Vec<Observed>,
 }
 
 /// Starts and stops replica instances.
@@ -184,6 +234,26 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Whether it can create replicas (and so replace a dead one).
     fn manages_replicas(&self) -> bool {
         true
+    }
+
+    /// Whether the engine restarts a dead instance itself (Swarm's restart
+    /// policy): then the supervisor takes it out of rotation and waits for
+    /// [`Orchestrator::observe`] to show the new one, instead of starting a
+    /// replacement.
+    fn restarts_replicas(&self) -> bool {
+        false
+    }
+
+    /// Membership as the engine sees it, for engines shared by several
+    /// balancers: a task that sends an [`Observation`] on every change it
+    /// sees (and at least every poll interval) until `stop`. `None` (the
+    /// default): this balancer's own memory is the membership.
+    fn observe(
+        &self,
+        _tx: tokio::sync::mpsc::UnboundedSender<Observation>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) -> Option<BoxFuture<'static, ()>> {
+        None
     }
 
     /// Instances already running that this balancer should manage.

@@ -78,9 +78,31 @@ impl RingPolicy {
     }
 }
 
+/// The keys `--key random` draws from (the spec's 6-digit request ids):
+/// the ring's share is measured over exactly these, because the spec's
+/// hash function does not spread them evenly over the slots.
+const REQUEST_IDS: std::ops::RangeInclusive<u64> = 100_000..=999_999;
+
 impl Policy for RingPolicy {
     fn name(&self) -> &'static str {
         "ring"
+    }
+
+    /// Shares of the 900,000 request ids: a few milliseconds, asked for
+    /// only when the dashboard sees the membership change.
+    fn shares(&self) -> Option<Vec<(ServerId, f64)>> {
+        let servers = self.ring.servers();
+        let mut counts = vec![0u64; servers.len()];
+        for key in REQUEST_IDS {
+            if let Some(i) = self
+                .ring
+                .lookup(key)
+                .and_then(|id| servers.binary_search(&id).ok())
+            {
+                counts[i] += 1;
+            }
+        }
+        Some(fractions(servers, &counts))
     }
 
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
@@ -138,6 +160,15 @@ impl Policy for MaglevPolicy {
         "maglev"
     }
 
+    /// Shares of the lookup table's entries.
+    fn shares(&self) -> Option<Vec<(ServerId, f64)>> {
+        let Some(table) = &self.table else {
+            return Some(Vec::new());
+        };
+        let counts: Vec<u64> = table.shares().into_iter().map(|n| n as u64).collect();
+        Some(fractions(table.servers(), &counts))
+    }
+
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
         let table = self.table.as_ref()?;
         self.index
@@ -173,6 +204,11 @@ impl Policy for BoundedLoadPolicy {
         "bounded-load"
     }
 
+    /// The table's shares: where keys go before the load bound moves some.
+    fn shares(&self) -> Option<Vec<(ServerId, f64)>> {
+        self.maglev.shares()
+    }
+
     fn pick(&self, pick: &Pick<'_>) -> Option<usize> {
         let table = self.maglev.table.as_ref()?;
         let (usable, total) = (0..pick.replicas.len())
@@ -204,6 +240,16 @@ impl Policy for BoundedLoadPolicy {
     }
 }
 
+/// `counts` (one per server) as fractions of their sum.
+fn fractions(servers: &[ServerId], counts: &[u64]) -> Vec<(ServerId, f64)> {
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    servers
+        .iter()
+        .zip(counts)
+        .map(|(id, n)| (*id, *n as f64 / total))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +271,34 @@ mod tests {
         let counts = testing::spread(policy.as_ref(), &replicas, 10_000);
         assert!(max_over_mean(&counts) <= 1.05, "{counts:?}");
     }
+
+    #[test]
+    fn shares_cover_the_space_and_show_the_spec_skew() {
+        let replicas = testing::replicas(3);
+        let spec = built(
+            &RingPolicy::new(RingConfig::default()).expect("ring"),
+            &replicas,
+        );
+        let maglev = built(&MaglevPolicy::default(), &replicas);
+        for policy in [&spec, &maglev] {
+            let shares = policy.shares().expect("a hashing policy");
+            assert_eq!(shares.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+            let sum: f64 = shares.iter().map(|s| s.1).sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{shares:?}");
+        }
+        let top = |p: &Arc<dyn Policy>| {
+            p.shares()
+                .expect("shares")
+                .iter()
+                .map(|s| s.1)
+                .fold(0.0, f64::max)
+        };
+        assert!(top(&spec) > 0.5, "the spec ring is skewed");
+        assert!(top(&maglev) < 0.35, "maglev is even");
+        assert!(RoundRobinForTest::default().shares().is_none());
+    }
+
+    type RoundRobinForTest = crate::policy::RoundRobin;
 
     #[test]
     fn spec_ring_is_skewed_as_the_spec_predicts() {

@@ -82,6 +82,13 @@ pub trait Policy: Send + Sync + Debug + 'static {
     fn rebuild(&self, _replicas: &[Arc<Replica>]) -> Result<Option<Arc<dyn Policy>>, PolicyError> {
         Ok(None)
     }
+
+    /// Each member's share of the hash space as `(ring id, fraction)`, for
+    /// hashing policies (shown by `/lb/ring` and the dashboard); `None`
+    /// for policies that do not hash.
+    fn shares(&self) -> Option<Vec<(crate::replica::ReplicaId, f64)>> {
+        None
+    }
 }
 
 /// Everything a policy may be configured with.
@@ -192,7 +199,7 @@ impl FromStr for KeySource {
                     // A cookie name is a token (RFC 6265 4.1.1): any other
                     // name could never match, and every request would get
                     // a random key without a word said.
-                    if name.bytes().all(crate::proxy::forwarded::is_tchar) {
+                    if name.bytes().all(crate::token::is_tchar) {
                         Ok(Self::Cookie(name.to_owned()))
                     } else {
                         Err(format!("'{name}' is not a valid cookie name"))

@@ -9,6 +9,8 @@
 //! dropped, as nginx's and Envoy's forwarding code drop what they cannot
 //! parse.
 
+use crate::token::is_tchar;
+
 /// One element: its pairs in order, names lowercased, values unquoted.
 pub type Element = Vec<(String, String)>;
 
@@ -54,11 +56,6 @@ pub fn parse(s: &str) -> Option<Vec<Element>> {
         elements.push(element);
     }
     Some(elements)
-}
-
-/// Whether `b` may appear in a token (RFC 9110 5.6.2).
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 struct Cursor<'a> {

@@ -19,7 +19,8 @@
 //! one replica and what it came to), [`connector`] (upstream connections
 //! stamped with their age), [`tried`] (where a retry must not go),
 //! [`body`] (the relayed response body), [`tunnel`] (HTTP/1.1 upgrades),
-//! [`error`] (the response for each way of failing).
+//! [`error`] (the response for each way of failing), [`observe`] and
+//! [`request_id`] (the request's id and its access-log entry).
 
 mod attempt;
 mod body;
@@ -28,7 +29,9 @@ mod error;
 pub(crate) mod forwarded;
 mod grpc;
 pub(crate) mod headers;
+mod observe;
 mod payload;
+pub mod request_id;
 mod tried;
 mod tunnel;
 mod upload;
@@ -45,10 +48,12 @@ use hyper_util::{
 };
 use tokio::time::Instant;
 
+pub use observe::Arrival;
 pub use payload::RETRY_BUFFER;
 pub use upload::{ClientFault, UploadLimits};
 
 use crate::{
+    access_log::AccessLog,
     activity::RequestGuard,
     error::failure,
     events::EventLog,
@@ -110,6 +115,8 @@ pub struct Proxy {
     client_h2c: Client<connector::Connector, Body>,
     metrics: Arc<Metrics>,
     events: Arc<EventLog>,
+    /// `--access-log`, when on.
+    access_log: Option<AccessLog>,
 }
 
 impl Proxy {
@@ -140,7 +147,15 @@ impl Proxy {
             client_h2c,
             metrics,
             events,
+            access_log: None,
         }
+    }
+
+    /// Logs every request to `log` (`--access-log`).
+    #[must_use]
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Forwards one client request and answers it; never fails, never hangs:
@@ -158,6 +173,7 @@ impl Proxy {
     {
         Metrics::inc(&self.metrics.requests);
         let started = Instant::now();
+        let arrival = self.arrive(&mut req, client, started);
         let upgrade = tunnel::wants_upgrade(req.version(), req.headers())
             .then(|| {
                 let protocol = req.headers().get(http::header::UPGRADE).cloned()?;
@@ -191,7 +207,7 @@ impl Proxy {
             }
         };
         self.metrics.response(response.status());
-        response
+        self.depart(arrival, response)
     }
 
     /// Tries replicas in the policy's order until one answers, or there is
@@ -217,6 +233,8 @@ impl Proxy {
         let mut again = None;
         let mut stale_retried = false;
         let mut attempt = 0;
+        // Requests actually sent to a replica (a stale retry is one more).
+        let mut sent = 0;
         while attempt <= self.config.retries {
             let index = match again.take() {
                 Some(index) => index,
@@ -233,6 +251,7 @@ impl Proxy {
                 continue;
             };
             let Some(body) = payload.take() else { break };
+            sent += 1;
             if attempt > 0 || stale_retried {
                 Metrics::inc(&self.metrics.retries);
             }
@@ -259,8 +278,15 @@ impl Proxy {
                 .await
             {
                 Outcome::Answered(resp, in_flight) => {
-                    self.metrics.upstream_latency(started.elapsed());
-                    return self.relay(resp, in_flight, &parts.uri, call, request);
+                    let latency = started.elapsed();
+                    self.metrics.upstream_latency(latency);
+                    in_flight.replica().latency.observe(latency);
+                    let name = self
+                        .access_log
+                        .as_ref()
+                        .map(|_| in_flight.replica().name.clone());
+                    let response = self.relay(resp, in_flight, &parts.uri, call, request);
+                    return self.served(response, name, sent);
                 }
                 Outcome::ClientFault(fault) => return self.client_fault(fault, call),
                 Outcome::Stale => {
@@ -300,7 +326,7 @@ impl Proxy {
         if last_error == UpstreamError::NoReplica {
             Metrics::inc(&self.metrics.no_replica);
         }
-        last_error.response(call.grpc)
+        self.served(last_error.response(call.grpc), None, sent)
     }
 
     /// The next replica for `key` that has not been tried; counted as tried.

@@ -246,14 +246,21 @@ fn handle(
     async move {
         let response = if let Err(bad) = checked {
             Metrics::inc(&app.metrics.client_bad_heads);
-            refuse(bad, guard)
+            // Logged and given an id like any request: it is the client's.
+            let arrival = app
+                .proxy
+                .arrive(&mut req, info, tokio::time::Instant::now());
+            app.proxy.depart(arrival, refuse(bad, guard))
         } else {
             match router {
                 Some(router) => {
+                    let arrival = app
+                        .proxy
+                        .arrive(&mut req, info, tokio::time::Instant::now());
                     let response = router.oneshot(req.map(Body::new)).await?;
                     // Small, and sent at once: the request ends with it.
                     drop(guard);
-                    response
+                    app.proxy.depart(arrival, response)
                 }
                 None => app.proxy.forward(info, req, Some(guard)).await,
             }

@@ -18,6 +18,10 @@ pub(super) struct Member {
     /// The incarnation that is wanted now; messages about others are stale.
     pub generation: Generation,
     pub phase: Phase,
+    /// When it last became a member in the pool (adopted, added, followed):
+    /// an engine reading taken before this may lack it without its having
+    /// left (see `observe`).
+    pub joined: tokio::time::Instant,
 }
 
 /// Where a member is in its life. What a phase holds is exactly what that
@@ -38,7 +42,15 @@ pub(super) enum Phase {
     /// Its incarnation died and a new one is starting. The dead replica
     /// keeps its place in the pool (out of rotation) so that hashing maps
     /// its keys back to the same place once the replacement serves.
-    Replacing { since: Instant, dead: Arc<Replica> },
+    ///
+    /// `engine` is the handle of what the engine still runs for this member
+    /// when the engine restarts instances itself (Swarm): `/rm` removes it.
+    /// `None` when this balancer stopped the dead instance itself.
+    Replacing {
+        since: Instant,
+        dead: Arc<Replica>,
+        engine: Option<String>,
+    },
 }
 
 /// An instance that is up but not yet in the pool.

@@ -10,7 +10,9 @@
 //!
 //! The parts, one file each: [`member`] (a member's phases, the names that
 //! are reserved, generations), [`naming`] (pure: which names and ring ids
-//! new replicas get), [`add`], [`replace`], [`remove`], [`shutdown`].
+//! new replicas get), [`add`], [`replace`], [`remove`], [`shutdown`], and
+//! [`observe`] (membership read from an engine that several balancers
+//! share: members added, removed or restarted elsewhere).
 //!
 //! Every incarnation (adopted, added or replacement) gets a generation from
 //! one counter, so a late message about an older incarnation can never
@@ -23,9 +25,11 @@
 //! (with Docker each would remove the other's container).
 
 mod add;
+mod adopt;
 mod error;
 mod member;
 mod naming;
+mod observe;
 mod remove;
 mod replace;
 mod shutdown;
@@ -44,9 +48,9 @@ pub use error::MembershipError;
 
 use crate::{
     change::Change,
-    events::{EventKind, EventLog},
+    events::EventLog,
     health::{Probe, Signal, Watcher},
-    orchestrator::{Instance, Orchestrator, OrchestratorError, ReplicaSpec},
+    orchestrator::{Instance, Observation, Orchestrator, OrchestratorError},
     pool::Pool,
     replica::{Generation, Replica, ReplicaId},
 };
@@ -84,6 +88,9 @@ enum Message {
     Add {
         change: Change,
         reply: Reply,
+        /// The start-up fill: a name another balancer creates first counts
+        /// as filled (it joins through `observe`), not as an error.
+        fill: bool,
     },
     Remove {
         change: Change,
@@ -109,6 +116,8 @@ enum Message {
         name: String,
     },
     Health(Signal),
+    /// What the engine shows (orchestrators that share membership).
+    Observed(Observation),
 }
 
 /// Why an instance was started.
@@ -118,6 +127,9 @@ enum Op {
     Add(u64),
     /// To replace a dead incarnation.
     Replace,
+    /// Not started by us: an instance the engine shows, waited for until it
+    /// answers its heartbeat.
+    Follow,
 }
 
 /// Talks to the supervisor task.
@@ -137,9 +149,25 @@ impl Control {
     /// member list once they all answer their heartbeat, or an error and
     /// no change.
     pub async fn add(&self, change: Change) -> Result<Vec<String>, MembershipError> {
-        self.ask(|reply| Message::Add { change, reply })
-            .await
-            .unwrap_or(Err(MembershipError::ShuttingDown))
+        self.ask(|reply| Message::Add {
+            change,
+            reply,
+            fill: false,
+        })
+        .await
+        .unwrap_or(Err(MembershipError::ShuttingDown))
+    }
+
+    /// Adds replicas at start-up, up to `--replicas`: like [`Self::add`],
+    /// but a generated name another balancer takes first counts as added.
+    async fn fill(&self, change: Change) -> Result<Vec<String>, MembershipError> {
+        self.ask(|reply| Message::Add {
+            change,
+            reply,
+            fill: true,
+        })
+        .await
+        .unwrap_or(Err(MembershipError::ShuttingDown))
     }
 
     /// Removes `change.n()` replicas, the named ones first, random ones for
@@ -177,6 +205,9 @@ pub struct Supervisor {
     /// Cancelled when shutdown begins: starts still in flight then stop
     /// their instance instead of reporting it.
     stopping: CancellationToken,
+    /// Names and ids seen taken elsewhere, names that left, and instances
+    /// being followed, until an engine reading catches up (`observe`).
+    recent: observe::Recent,
 }
 
 impl Supervisor {
@@ -208,13 +239,25 @@ impl Supervisor {
             signals,
             events,
         };
-        let mut this = Self::new(settings, orchestrator, pool, watcher, tx.clone());
+        let mut this = Self::new(settings, orchestrator.clone(), pool, watcher, tx.clone());
         this.adopt().await?;
+        let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+        if let Some(watch) = orchestrator.observe(seen_tx, shutdown.clone()) {
+            tokio::spawn(watch);
+            let forward = tx.clone();
+            tokio::spawn(async move {
+                while let Some(seen) = seen_rx.recv().await {
+                    if forward.send(Message::Observed(seen)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let control = Control { tx };
         let task = tokio::spawn(this.run(rx, shutdown));
         let missing = initial.saturating_sub(control.members().await.len());
         if let Ok(change) = Change::new(crate::change::Direction::Add, missing, Vec::new()) {
-            match control.add(change).await {
+            match control.fill(change).await {
                 Ok(names) => tracing::info!(?names, "initial replicas ready"),
                 Err(e) => tracing::error!(error = %e, "could not start the initial replicas"),
             }
@@ -244,53 +287,8 @@ impl Supervisor {
             tx,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            recent: observe::Recent::default(),
         }
-    }
-
-    /// Takes over what the orchestrator already runs.
-    async fn adopt(&mut self) -> Result<(), OrchestratorError> {
-        for adopted in self.orchestrator.adopt().await? {
-            let ReplicaSpec { name, id } = adopted.spec;
-            let instance = adopted.instance;
-            if self.members.contains_key(&name) || self.members.values().any(|m| m.id == id) {
-                // Never overwrite a member (which would leave its instance
-                // running unmanaged): keep the first, stop the duplicate.
-                tracing::warn!(
-                    %name, id, handle = %instance.handle,
-                    "found a second instance with this name or ring id; stopping it"
-                );
-                self.events
-                    .record(EventKind::Duplicate, &name, instance.addr.to_string());
-                self.stop_later(instance.handle, None);
-                continue;
-            }
-            let generation = self.generations.next();
-            let weight = self
-                .settings
-                .weights
-                .get(&name)
-                .copied()
-                .unwrap_or(adopted.weight);
-            let replica = Arc::new(
-                Replica::new(&name, id, instance.addr, weight, generation)
-                    .with_pid(instance.pid)
-                    .with_protocol(self.protocol_of(&instance))
-                    .with_limit(self.settings.max_conns_per_replica),
-            );
-            self.events
-                .record(EventKind::Adopted, &name, instance.addr.to_string());
-            let phase = Phase::running(&self.watcher, replica, instance.handle, instance.exited);
-            self.members.insert(
-                name,
-                Member {
-                    id,
-                    generation,
-                    phase,
-                },
-            );
-        }
-        self.publish();
-        Ok(())
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Message>, shutdown: CancellationToken) {
@@ -308,7 +306,11 @@ impl Supervisor {
 
     fn handle(&mut self, msg: Message) {
         match msg {
-            Message::Add { change, reply } => self.add(change, reply),
+            Message::Add {
+                change,
+                reply,
+                fill,
+            } => self.add(change, reply, fill),
             Message::Remove { change, reply } => {
                 let _ = reply.send(self.remove(change));
             }
@@ -327,10 +329,18 @@ impl Supervisor {
                 generation,
                 result,
             } => self.replaced(name, generation, result),
+            Message::Started {
+                op: Op::Follow,
+                name,
+                generation,
+                result,
+            } => self.followed(name, generation, result),
             Message::Retry { name, generation } => self.retry(name, generation),
             Message::Stopped { name } => {
                 self.reserved.remove(&name);
+                self.recent.left(name);
             }
+            Message::Observed(seen) => self.observed(seen),
             Message::Health(Signal::Exited { name, generation }) => {
                 self.failed(name, generation, "its process exited");
             }

@@ -56,6 +56,16 @@ impl Supervisor {
                     self.reserved.insert(name.clone(), Reservation::Stopping);
                     self.retire_later(name, replica, handle);
                 }
+                Phase::Replacing {
+                    dead,
+                    engine: Some(handle),
+                    ..
+                } => {
+                    // The engine still runs it (restarting): remove it there.
+                    dead.set_health(Health::Draining);
+                    self.reserved.insert(name.clone(), Reservation::Stopping);
+                    self.retire_later(name, dead, handle);
+                }
                 Phase::Replacing { dead, .. } => {
                     // Its dead incarnation was stopped already, but its
                     // replacement's start (or retry) is still due: the name

@@ -30,9 +30,16 @@ impl Supervisor {
             // Someone else runs it; health checks put it back when it answers.
             return;
         }
+        if self.orchestrator.restarts_replicas() {
+            // The engine restarts it; its new address comes with the next
+            // engine reading (`observe`), or this one answers again.
+            self.events.record(EventKind::Down, &name, why);
+            return;
+        }
         let replacing = Phase::Replacing {
             since: Instant::now(),
             dead: replica.clone(),
+            engine: None,
         };
         // Leaving `Running` drops its watch.
         let Phase::Running { handle: old, .. } = std::mem::replace(&mut m.phase, replacing) else {

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{Message, Op, Supervisor};
 use crate::{
     health::{Target, wait_ready},
-    orchestrator::{Orchestrator, OrchestratorError, ReplicaSpec},
+    orchestrator::{Instance, Orchestrator, OrchestratorError, ReplicaSpec},
     replica::{Generation, Health, Replica},
 };
 
@@ -52,41 +52,32 @@ impl Supervisor {
                 tracing::warn!(error = %e, "stopping the failed instance");
             }
             let name = spec.name.clone();
-            let result =
-                async {
-                    let instance = orchestrator.spawn(spec.clone()).await?;
-                    let authority = instance.addr.to_string().parse().map_err(|_| {
-                        OrchestratorError::Spawn {
-                            name: spec.name.clone(),
-                            reason: format!("bad address {}", instance.addr),
-                        }
-                    })?;
-                    let authority: http::uri::Authority = authority;
-                    let target = Target {
-                        authority: &authority,
-                        protocol: instance.protocol.unwrap_or(default_protocol),
-                    };
-                    let ready = tokio::select! {
-                        ready = wait_ready(probe.as_ref(), target, ready_timeout) => ready,
-                        () = stopping.cancelled() => false,
-                    };
-                    if ready && !stopping.is_cancelled() {
-                        return Ok(instance);
-                    }
-                    let _ = orchestrator.stop(instance.handle).await;
-                    Err(if stopping.is_cancelled() {
-                        OrchestratorError::Cancelled {
-                            name: spec.name.clone(),
-                        }
-                    } else {
-                        OrchestratorError::NotReady {
-                            name: spec.name.clone(),
-                            timeout_ms: u64::try_from(ready_timeout.as_millis())
-                                .unwrap_or(u64::MAX),
-                        }
-                    })
-                }
+            let result = async {
+                let instance = orchestrator.spawn(spec.clone()).await?;
+                let ready = until_ready(
+                    probe.as_ref(),
+                    instance.addr,
+                    instance.protocol.unwrap_or(default_protocol),
+                    ready_timeout,
+                    &stopping,
+                )
                 .await;
+                if ready && !stopping.is_cancelled() {
+                    return Ok(instance);
+                }
+                let _ = orchestrator.stop(instance.handle).await;
+                Err(if stopping.is_cancelled() {
+                    OrchestratorError::Cancelled {
+                        name: spec.name.clone(),
+                    }
+                } else {
+                    OrchestratorError::NotReady {
+                        name: spec.name.clone(),
+                        timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
+                    }
+                })
+            }
+            .await;
             let sent = tx.send(Message::Started {
                 op,
                 name,
@@ -101,6 +92,41 @@ impl Supervisor {
             {
                 let _ = orchestrator.stop(instance.handle).await;
             }
+        });
+    }
+
+    /// Waits in a tracked task until `instance`, which the engine runs (not
+    /// started by us), answers its heartbeat; reports [`Message::Started`]
+    /// with [`Op::Follow`]. Never stops it: the engine owns it.
+    pub(super) fn follow_instance(&self, name: String, generation: Generation, instance: Instance) {
+        let probe = self.watcher.probe.clone();
+        let tx = self.tx.clone();
+        let ready_timeout = self.settings.ready_timeout;
+        let default_protocol = self.settings.upstream_protocol;
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            let ready = until_ready(
+                probe.as_ref(),
+                instance.addr,
+                instance.protocol.unwrap_or(default_protocol),
+                ready_timeout,
+                &stopping,
+            )
+            .await;
+            let result = if ready {
+                Ok(instance)
+            } else {
+                Err(OrchestratorError::NotReady {
+                    name: name.clone(),
+                    timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
+                })
+            };
+            let _ = tx.send(Message::Started {
+                op: Op::Follow,
+                name,
+                generation,
+                result,
+            });
         });
     }
 
@@ -133,6 +159,28 @@ impl Supervisor {
             retiring.await;
             let _ = tx.send(Message::Stopped { name });
         });
+    }
+}
+
+/// Whether the instance at `addr` answers its heartbeat within `timeout` (false at
+/// once when shutdown begins).
+async fn until_ready(
+    probe: &dyn crate::health::Probe,
+    addr: std::net::SocketAddr,
+    protocol: crate::replica::Protocol,
+    timeout: Duration,
+    stopping: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let Ok(authority) = addr.to_string().parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let target = Target {
+        authority: &authority,
+        protocol,
+    };
+    tokio::select! {
+        ready = wait_ready(probe, target, timeout) => ready,
+        () = stopping.cancelled() => false,
     }
 }
 

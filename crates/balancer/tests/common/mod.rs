@@ -11,6 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use balancer::{
+    Balancer, Config,
+    orchestrator::{OrchestratorConfig, StaticArgs},
+};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -223,19 +227,45 @@ pub async fn local_backend(id: &str, delay_ms: u64) -> LocalBackend {
 
 pub fn local_backend_on(listener: TcpListener, id: &str, delay_ms: u64) -> LocalBackend {
     let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let config = backend::Config {
         id: id.into(),
         delay_ms,
     };
-    tokio::spawn(backend::serve(listener, config, async {
-        let _ = rx.await;
-    }));
     LocalBackend {
         url: format!("http://{addr}"),
         addr,
-        stop: Some(tx),
+        stop: Some(backend::spawn(listener, config)),
     }
+}
+
+/// The configuration of an in-process balancer over fixed upstreams
+/// (`[NAME=]URL`, the static orchestrator) on an ephemeral port, with
+/// heartbeats out of the way: the tests using it are about the data path.
+pub fn static_config(upstreams: Vec<String>, policy: &str) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        orchestrator: OrchestratorConfig {
+            kind: "static".into(),
+            upstreams: StaticArgs {
+                upstream: upstreams,
+            },
+            ..OrchestratorConfig::default()
+        },
+        policy: policy.into(),
+        health_interval: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+/// [`static_config`] changed by `tweak`, started.
+pub async fn start_static(
+    upstreams: Vec<String>,
+    policy: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> balancer::Running {
+    let mut config = static_config(upstreams, policy);
+    tweak(&mut config);
+    Balancer::new(config).start().await.expect("start")
 }
 
 /// Installs the Debian packages of the command-line tools a test drives

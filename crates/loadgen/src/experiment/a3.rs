@@ -119,17 +119,9 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
     stack.stop().await;
     let (endpoints_csv, endpoints_table, endpoints_ok, outcome) = result?;
     write(&dir.join("endpoints.csv"), endpoints_csv)?;
-    let Outcome {
-        report,
-        kill_unix_ms,
-        kill_offset_ms,
-        detected,
-        replaced_ms,
-        first_served_ms,
-        events,
-    } = outcome;
-    write_json(&dir.join("events.json"), &events)?;
-    let trace: &[TraceEntry] = report.trace.as_deref().unwrap_or(&[]);
+    let o = outcome;
+    write_json(&dir.join("events.json"), &o.events)?;
+    let trace: &[TraceEntry] = o.report.trace.as_deref().unwrap_or(&[]);
     let mut csv = String::from("index,start_ms,latency_ms,status,replica\n");
     for t in trace {
         let _ = writeln!(
@@ -148,18 +140,18 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         .map(|t| (t.start_ms / 1e3, t.latency_ms))
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut markers = vec![(kill_offset_ms / 1e3, "kill".to_owned())];
-    if let Some((d, _)) = detected {
-        markers.push(((kill_offset_ms + d) / 1e3, "detected".into()));
+    let mut markers = vec![(o.kill_offset_ms / 1e3, "kill".to_owned())];
+    if let Some((d, _)) = o.detected {
+        markers.push(((o.kill_offset_ms + d) / 1e3, "detected".into()));
     }
-    if let Some(r) = replaced_ms {
-        markers.push(((kill_offset_ms + r) / 1e3, "replaced".into()));
+    if let Some(r) = o.replaced_ms {
+        markers.push(((o.kill_offset_ms + r) / 1e3, "replaced".into()));
     }
     chart::line_chart(
         &dir.join("a3.svg"),
         &format!(
             "A-3: latency of each request, {VICTIM} SIGKILLed at t = {:.2} s",
-            kill_offset_ms / 1e3
+            o.kill_offset_ms / 1e3
         ),
         "time since start (s)",
         "latency (ms)",
@@ -168,33 +160,33 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
     )?;
     let ms = |v: Option<f64>| v.map_or_else(|| "not observed".to_owned(), |v| format!("{v:.0} ms"));
     let rows = vec![
-        vec!["requests".into(), report.requests.to_string()],
-        vec!["failed requests".into(), report.failed.to_string()],
-        vec!["statuses".into(), format!("{:?}", report.status_counts)],
+        vec!["requests".into(), o.report.requests.to_string()],
+        vec!["failed requests".into(), o.report.failed.to_string()],
+        vec!["statuses".into(), format!("{:?}", o.report.status_counts)],
         vec![
             format!("kill of {VICTIM} to detection (out of rotation)"),
-            detected.map_or_else(
+            o.detected.map_or_else(
                 || "not observed".to_owned(),
                 |(d, kind)| format!("{d:.0} ms (`{kind}` event)"),
             ),
         ],
-        vec!["kill to replacement in rotation".into(), ms(replaced_ms)],
+        vec!["kill to replacement in rotation".into(), ms(o.replaced_ms)],
         vec![
             "kill to first request served by the replacement".into(),
-            ms(first_served_ms),
+            ms(o.first_served_ms),
         ],
         vec![
             "latency p50 / p99 / max (ms)".into(),
             format!(
                 "{:.2} / {:.2} / {:.2}",
-                report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.max
+                o.report.latency_ms.p50, o.report.latency_ms.p99, o.report.latency_ms.max
             ),
         ],
     ];
     let summary = format!(
-        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `{}` of {VICTIM} issued at Unix ms {kill_unix_ms:.0}; times below are measured from that moment against the balancer's event timestamps (1 ms resolution). Detection is the first event that takes {VICTIM} out of rotation: `suspect` (a proxied request failed), `exited` (the process or container ended) or `down` (heartbeats missed). A request that is overdue because its worker was still waiting on a reply counts its latency from when it was due, so a stall's queueing delay is included (no coordinated omission). The first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
+        "# A-3: every endpoint, then a replica killed mid-run\n\n{}\n## Endpoints\n\n{endpoints_table}\nAll statuses as expected: {endpoints_ok}.\n\n## Failure\n\n{} GETs paced at {:.0}/s (concurrency {}), `{}` of {VICTIM} issued at Unix ms {:.0}; times below are measured from that moment against the balancer's event timestamps (1 ms resolution). Detection is the first event that takes {VICTIM} out of rotation: `suspect` (a proxied request failed), `exited` (the process or container ended) or `down` (heartbeats missed). A request that is overdue because its worker was still waiting on a reply counts its latency from when it was due, so a stall's queueing delay is included (no coordinated omission). The first request served by the replacement is the first reply from {VICTIM} to a request sent after `kill` returned.\n\n![A-3](a3.svg)\n\n{}",
         provenance(settings),
-        report.requests,
+        o.report.requests,
         settings.failure_rate,
         settings.concurrency.min(16),
         if settings.docker {
@@ -202,6 +194,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<String, ExperimentError> 
         } else {
             "kill -9"
         },
+        o.kill_unix_ms,
         table(&["measure", "value"], &rows),
     );
     write(&dir.join("summary.md"), &summary)?;

@@ -35,20 +35,16 @@ async fn generated_names_keep_their_ring_ids() {
 async fn control_refuses_what_the_pool_cannot_take_without_hanging() {
     let fake = Arc::new(Fake::default());
     let shutdown = CancellationToken::new();
-    let (control, task) = Supervisor::start(
+    let (control, task) = running(
         Settings {
             max_replicas: 3,
             ..settings()
         },
-        fake.clone(),
+        &fake,
         pool(),
-        Arc::new(EventLog::default()),
-        fake.clone(),
-        0,
-        shutdown.clone(),
+        &shutdown,
     )
-    .await
-    .expect("start");
+    .await;
     control.add(add(2, &["a", "b"])).await.expect("add a, b");
     let within = Duration::from_secs(2);
     for (what, r) in [
@@ -90,17 +86,7 @@ async fn control_refuses_what_the_pool_cannot_take_without_hanging() {
 async fn shutdown_waits_for_removals_and_starts_in_flight_and_stops_them() {
     let fake = Arc::new(Fake::default());
     let shutdown = CancellationToken::new();
-    let (control, task) = Supervisor::start(
-        settings(),
-        fake.clone(),
-        pool(),
-        Arc::new(EventLog::default()),
-        fake.clone(),
-        0,
-        shutdown.clone(),
-    )
-    .await
-    .expect("start");
+    let (control, task) = running(settings(), &fake, pool(), &shutdown).await;
     control.add(add(1, &["b"])).await.expect("add b");
     // A removal whose stop takes a while...
     *fake.stop_delay.lock().expect("stop_delay") = Duration::from_millis(300);
@@ -158,17 +144,7 @@ async fn adopting_two_instances_of_one_name_keeps_one_and_stops_the_other() {
     *fake.adoptable.lock().expect("adoptable") = adoptable;
     let shutdown = CancellationToken::new();
     let pool = pool();
-    let (control, task) = Supervisor::start(
-        settings(),
-        fake.clone(),
-        pool.clone(),
-        Arc::new(EventLog::default()),
-        fake.clone(),
-        0,
-        shutdown.clone(),
-    )
-    .await
-    .expect("start");
+    let (control, task) = running(settings(), &fake, pool.clone(), &shutdown).await;
     assert_eq!(control.members().await, strings(&["a"]));
     let addrs: Vec<_> = pool.load().replicas.iter().map(|r| r.addr).collect();
     assert_eq!(addrs, vec![kept]);

@@ -5,6 +5,7 @@
 //! adoption and shutdown.
 
 mod lifecycle;
+mod observe;
 mod races;
 
 use std::{
@@ -18,7 +19,7 @@ use super::*;
 use crate::{
     change::{Direction, Hostname},
     health::HealthConfig,
-    orchestrator::{Adopted, BoxFuture},
+    orchestrator::{Adopted, BoxFuture, ReplicaSpec},
     policy::{PolicyOptions, from_name},
 };
 
@@ -38,6 +39,10 @@ struct Fake {
     stop_delay: std::sync::Mutex<Duration>,
     /// What `adopt` returns (once).
     adoptable: std::sync::Mutex<Vec<Adopted>>,
+    /// Whether it restarts dead instances itself, as Swarm does.
+    restarts: std::sync::atomic::AtomicBool,
+    /// Names another balancer has taken: a start of one is `Taken`.
+    taken: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fake {
@@ -80,7 +85,19 @@ impl Orchestrator for Fake {
         Box::pin(async move { Ok(adopted) })
     }
 
+    fn restarts_replicas(&self) -> bool {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
     fn spawn(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<Instance, OrchestratorError>> {
+        if self.taken.lock().expect("taken").contains(&spec.name) {
+            return Box::pin(async move {
+                Err(OrchestratorError::Taken {
+                    name: spec.name,
+                    what: crate::orchestrator::Taken::Name,
+                })
+            });
+        }
         let n = self.spawns.fetch_add(1, Ordering::SeqCst);
         let delay = self
             .slow
@@ -136,6 +153,27 @@ fn health() -> HealthConfig {
         fall: 3,
         rise: 1,
     }
+}
+
+/// A running supervisor with `fake` as both orchestrator and probe and no
+/// initial replicas.
+async fn running(
+    settings: Settings,
+    fake: &Arc<Fake>,
+    pool: Arc<Pool>,
+    shutdown: &CancellationToken,
+) -> (Control, tokio::task::JoinHandle<()>) {
+    Supervisor::start(
+        settings,
+        fake.clone(),
+        pool,
+        Arc::new(EventLog::default()),
+        fake.clone(),
+        0,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start")
 }
 
 fn pool() -> Arc<Pool> {
@@ -229,6 +267,7 @@ impl Harness {
         self.sup.handle(Message::Add {
             change: add(n, hostnames),
             reply,
+            fill: false,
         });
         loop {
             match answer.try_recv() {
