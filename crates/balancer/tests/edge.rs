@@ -1,7 +1,7 @@
-//! Edge defects found by the fuzzers and the soak (`loadgen soak`), each
-//! over a real socket: the client-side timers of a kept-alive connection,
-//! what a client's `Forwarded` header may make the balancer vouch for, and
-//! a frozen (SIGSTOPped) replica's requests.
+//! Edge defects found while building the fuzzers and the soak (issue 11,
+//! items 5 and 6), each over a real socket: the client-side timers of a
+//! kept-alive connection, what a client's `Forwarded` header may make the
+//! balancer vouch for, and a frozen (SIGSTOPped) replica's requests.
 
 mod common;
 

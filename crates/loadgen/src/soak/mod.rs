@@ -58,13 +58,17 @@ pub struct SoakConfig {
 }
 
 /// The flags the balancer runs with: timeouts short enough that a
-/// frozen replica or a slow client is dealt with within the run.
+/// frozen replica or a slow client is dealt with within the run. Ten
+/// missed heartbeats (2.5 s) take longer than the response timeout (2 s),
+/// so requests sent to a frozen replica time out before it is taken out
+/// of rotation, as they do on a replica whose heartbeat still answers.
 pub const BALANCER_ARGS: &[&str] = &[
     "--listen=127.0.0.1:0",
     "--replicas=3",
     "--max-replicas=6",
     "--health-interval=250ms",
     "--health-timeout=250ms",
+    "--fall=10",
     "--response-timeout=2s",
     "--header-read-timeout=3s",
     "--client-body-timeout=3s",
