@@ -19,11 +19,13 @@
 //! one replica and what it came to), [`connector`] (upstream connections
 //! stamped with their age), [`tried`] (where a retry must not go),
 //! [`body`] (the relayed response body), [`tunnel`] (HTTP/1.1 upgrades),
-//! [`error`] (the response for each way of failing), [`observe`] and
+//! [`error`] (the response for each way of failing), [`relay`] (the answer
+//! streamed back), [`call`] (a call's deadline, idempotence, upstream URI), [`observe`] and
 //! [`request_id`] (the request's id and its access-log entry).
 
 mod attempt;
 mod body;
+mod call;
 mod connector;
 mod error;
 pub(crate) mod forwarded;
@@ -31,16 +33,18 @@ mod grpc;
 pub(crate) mod headers;
 mod observe;
 mod payload;
+mod relay;
 pub mod request_id;
 mod tried;
 mod tunnel;
+mod upgrade;
 mod upload;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, Version, request::Parts};
+use http::{Request, Response, StatusCode, Uri, Version, request::Parts};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -64,6 +68,7 @@ use crate::{
 };
 use attempt::{Outcome, blame};
 use body::InFlightBody;
+use call::{Call, is_idempotent, upstream_uri};
 use error::UpstreamError;
 use payload::Payload;
 use tried::Tried;
@@ -339,223 +344,5 @@ impl Proxy {
         let index = snapshot.policy.pick(&pick)?;
         tried.push(index);
         Some(index)
-    }
-
-    /// An upgrade request: tunnelled to the replica the policy picks, or
-    /// relayed as a plain response if the replica does not switch.
-    async fn tunnel(
-        &self,
-        parts: Parts,
-        mut payload: Payload,
-        key: u64,
-        to: tunnel::Upgrade,
-    ) -> Response<Body> {
-        let snapshot = self.pool.load_full();
-        let mut tried = Tried::new(self.config.retries + 1);
-        let mut last_error = UpstreamError::NoReplica;
-        for _ in 0..=self.config.retries {
-            let Some(index) = self.pick(&snapshot, key, &mut tried) else {
-                break;
-            };
-            let replica: &Arc<Replica> = &snapshot.replicas[index];
-            let Some(in_flight) = replica.admit(self.config.queue_timeout).await else {
-                last_error = UpstreamError::Busy;
-                continue;
-            };
-            let Some(body) = payload.take() else { break };
-            let mut upstream = Request::new(body);
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-            *upstream.headers_mut() = parts.headers.clone();
-            tunnel::keep_upgrade_headers(upstream.headers_mut(), to.protocol.clone());
-            let opened = tunnel::open(
-                replica.addr,
-                upstream,
-                self.config.connect_timeout,
-                self.config.response_timeout,
-            )
-            .await;
-            let why = match opened {
-                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    in_flight.served();
-                    let switching = tunnel::switching(&resp);
-                    tunnel::join(
-                        to,
-                        resp,
-                        in_flight,
-                        self.config.tunnel_idle,
-                        self.metrics.clone(),
-                    );
-                    return switching;
-                }
-                Ok(resp) => {
-                    in_flight.served();
-                    return self.relay(resp, in_flight, &parts.uri, Call::PLAIN, to.request);
-                }
-                Err(tunnel::TunnelError::Connect) => {
-                    last_error = UpstreamError::Connect;
-                    "could not connect for an upgrade"
-                }
-                Err(tunnel::TunnelError::Failed) => {
-                    last_error = UpstreamError::Failed;
-                    "closed an upgrade request before answering"
-                }
-                Err(tunnel::TunnelError::TimedOut) => {
-                    last_error = UpstreamError::Timeout(self.config.response_timeout);
-                    "did not answer an upgrade request in time"
-                }
-            };
-            blame(replica, &self.events, || why.to_owned());
-            if last_error != UpstreamError::Connect || !payload.replayable() {
-                break;
-            }
-        }
-        last_error.response(false)
-    }
-
-    /// The answer to a request whose upload failed: the client's fault, so
-    /// its connection is closed (its framing cannot be trusted any more).
-    fn client_fault(&self, fault: ClientFault, call: Call) -> Response<Body> {
-        let (counter, error) = match fault {
-            ClientFault::Stalled | ClientFault::TooSlow => (
-                &self.metrics.client_body_timeouts,
-                UpstreamError::ClientTimeout,
-            ),
-            ClientFault::Broken => (
-                &self.metrics.client_body_errors,
-                UpstreamError::BadRequestBody,
-            ),
-        };
-        Metrics::inc(counter);
-        let mut response = error.response(call.grpc);
-        response.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        response
-    }
-
-    /// The upstream's response, streamed back; the replica counts the request
-    /// in flight until the body is done.
-    fn relay(
-        &self,
-        resp: Response<Incoming>,
-        in_flight: InFlight,
-        uri: &Uri,
-        call: Call,
-        request: Option<RequestGuard>,
-    ) -> Response<Body> {
-        if self.config.spec_not_found && !call.grpc && resp.status() == StatusCode::NOT_FOUND {
-            return failure(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "'{}' endpoint does not exist in server replicas",
-                    uri.path()
-                ),
-            );
-        }
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // Only an upgrade request may be answered 101 (RFC 9110 15.2.2).
-            in_flight.replica().record_failure();
-            return UpstreamError::UnaskedSwitch.response(call.grpc);
-        }
-        let (mut parts, body) = resp.into_parts();
-        // Both framings: Transfer-Encoding governs, and a Content-Length
-        // must not be passed on beside it (RFC 9112 6.3).
-        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-        }
-        headers::strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(
-            parts,
-            Body::new(InFlightBody::new(
-                body,
-                in_flight,
-                self.config.upstream_idle,
-                self.events.clone(),
-                request,
-                call.deadline,
-            )),
-        )
-    }
-}
-
-/// What the proxy knows of a call beyond its request.
-#[derive(Debug, Clone, Copy)]
-struct Call {
-    /// A gRPC call: failures are answered in gRPC's shape.
-    grpc: bool,
-    /// When the client's `grpc-timeout` runs out.
-    deadline: Option<Instant>,
-}
-
-impl Call {
-    const PLAIN: Self = Self {
-        grpc: false,
-        deadline: None,
-    };
-
-    /// The wait for a response head: `configured`, or less if the call's
-    /// deadline comes first.
-    fn response_timeout(self, configured: Duration) -> Duration {
-        self.deadline.map_or(configured, |d| {
-            d.saturating_duration_since(Instant::now()).min(configured)
-        })
-    }
-}
-
-/// Methods whose request can be sent twice with the effect of once
-/// (RFC 9110 9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-fn upstream_uri(
-    authority: &http::uri::Authority,
-    path_and_query: Option<&http::uri::PathAndQuery>,
-) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(
-        path_and_query
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        let authority: http::uri::Authority = "127.0.0.1:9000".parse().expect("authority");
-        let pq: http::uri::PathAndQuery = "/a/b?x=1&y=2".parse().expect("pq");
-        assert_eq!(
-            upstream_uri(&authority, Some(&pq)).to_string(),
-            "http://127.0.0.1:9000/a/b?x=1&y=2"
-        );
-        assert_eq!(
-            upstream_uri(&authority, None).to_string(),
-            "http://127.0.0.1:9000/"
-        );
-    }
-
-    #[test]
-    fn only_idempotent_methods_are_resent() {
-        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
-            assert!(is_idempotent(&m), "{m}");
-        }
-        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
-            assert!(!is_idempotent(&m), "{m}");
-        }
     }
 }
