@@ -2,7 +2,7 @@
 //! tracked tasks: starting an instance and waiting until it is ready,
 //! stopping one, draining a replica before its instance stops.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -10,7 +10,7 @@ use super::{Message, Op, Supervisor};
 use crate::{
     health::{Target, wait_ready},
     orchestrator::{Instance, Orchestrator, OrchestratorError, ReplicaSpec},
-    replica::{Generation, Health, Replica},
+    replica::{Generation, Health, Protocol, Replica},
 };
 
 /// How often a drain looks at the requests still in flight.
@@ -28,6 +28,15 @@ pub(super) enum StopKind {
 }
 
 impl Supervisor {
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            probe: self.watcher.probe.clone(),
+            timeout: self.settings.ready_timeout,
+            protocol: self.settings.upstream_protocol,
+            stopping: self.stopping.clone(),
+        }
+    }
+
     /// Starts an instance and waits for its heartbeat in a tracked task;
     /// the result comes back as [`Message::Started`]. `old` is stopped
     /// first. If shutdown begins meanwhile, the task stops the instance
@@ -40,11 +49,8 @@ impl Supervisor {
         old: Option<String>,
     ) {
         let orchestrator = self.orchestrator.clone();
-        let probe = self.watcher.probe.clone();
         let tx = self.tx.clone();
-        let ready_timeout = self.settings.ready_timeout;
-        let default_protocol = self.settings.upstream_protocol;
-        let stopping = self.stopping.clone();
+        let readiness = self.readiness();
         self.tasks.spawn(async move {
             if let Some(old) = old
                 && let Err(e) = orchestrator.stop(old).await
@@ -54,27 +60,17 @@ impl Supervisor {
             let name = spec.name.clone();
             let result = async {
                 let instance = orchestrator.spawn(spec.clone()).await?;
-                let ready = until_ready(
-                    probe.as_ref(),
-                    instance.addr,
-                    instance.protocol.unwrap_or(default_protocol),
-                    ready_timeout,
-                    &stopping,
-                )
-                .await;
-                if ready && !stopping.is_cancelled() {
+                let ready = readiness.wait(instance.addr, instance.protocol).await;
+                if ready && !readiness.stopping.is_cancelled() {
                     return Ok(instance);
                 }
                 let _ = orchestrator.stop(instance.handle).await;
-                Err(if stopping.is_cancelled() {
+                Err(if readiness.stopping.is_cancelled() {
                     OrchestratorError::Cancelled {
                         name: spec.name.clone(),
                     }
                 } else {
-                    OrchestratorError::NotReady {
-                        name: spec.name.clone(),
-                        timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
-                    }
+                    readiness.not_ready(spec.name.clone())
                 })
             }
             .await;
@@ -99,27 +95,13 @@ impl Supervisor {
     /// started by us), answers its heartbeat; reports [`Message::Started`]
     /// with [`Op::Follow`]. Never stops it: the engine owns it.
     pub(super) fn follow_instance(&self, name: String, generation: Generation, instance: Instance) {
-        let probe = self.watcher.probe.clone();
         let tx = self.tx.clone();
-        let ready_timeout = self.settings.ready_timeout;
-        let default_protocol = self.settings.upstream_protocol;
-        let stopping = self.stopping.clone();
+        let readiness = self.readiness();
         self.tasks.spawn(async move {
-            let ready = until_ready(
-                probe.as_ref(),
-                instance.addr,
-                instance.protocol.unwrap_or(default_protocol),
-                ready_timeout,
-                &stopping,
-            )
-            .await;
-            let result = if ready {
+            let result = if readiness.wait(instance.addr, instance.protocol).await {
                 Ok(instance)
             } else {
-                Err(OrchestratorError::NotReady {
-                    name: name.clone(),
-                    timeout_ms: u64::try_from(ready_timeout.as_millis()).unwrap_or(u64::MAX),
-                })
+                Err(readiness.not_ready(name.clone()))
             };
             let _ = tx.send(Message::Started {
                 op: Op::Follow,
@@ -162,25 +144,38 @@ impl Supervisor {
     }
 }
 
-/// Whether the instance at `addr` answers its heartbeat within `timeout` (false at
-/// once when shutdown begins).
-async fn until_ready(
-    probe: &dyn crate::health::Probe,
-    addr: std::net::SocketAddr,
-    protocol: crate::replica::Protocol,
+/// What waiting for an instance's first heartbeat needs, taken into the
+/// task that waits.
+struct Readiness {
+    probe: Arc<dyn crate::health::Probe>,
     timeout: Duration,
-    stopping: &tokio_util::sync::CancellationToken,
-) -> bool {
-    let Ok(authority) = addr.to_string().parse::<http::uri::Authority>() else {
-        return false;
-    };
-    let target = Target {
-        authority: &authority,
-        protocol,
-    };
-    tokio::select! {
-        ready = wait_ready(probe, target, timeout) => ready,
-        () = stopping.cancelled() => false,
+    protocol: Protocol,
+    stopping: tokio_util::sync::CancellationToken,
+}
+
+impl Readiness {
+    /// Whether the instance at `addr` (speaking `protocol`, or the
+    /// configured one) answers its heartbeat within the timeout (false at
+    /// once when shutdown begins).
+    async fn wait(&self, addr: SocketAddr, protocol: Option<Protocol>) -> bool {
+        let Ok(authority) = addr.to_string().parse::<http::uri::Authority>() else {
+            return false;
+        };
+        let target = Target {
+            authority: &authority,
+            protocol: protocol.unwrap_or(self.protocol),
+        };
+        tokio::select! {
+            ready = wait_ready(self.probe.as_ref(), target, self.timeout) => ready,
+            () = self.stopping.cancelled() => false,
+        }
+    }
+
+    fn not_ready(&self, name: String) -> OrchestratorError {
+        OrchestratorError::NotReady {
+            name,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
     }
 }
 
