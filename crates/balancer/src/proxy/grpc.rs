@@ -11,6 +11,10 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
+/// A constant name: looked up on every request, and a `&str` would be
+/// parsed and checked as a header name each time.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// gRPC status codes the proxy answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -30,7 +34,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// The call's `grpc-timeout` (`<digits><unit>`, unit one of H M S m u n,
 /// at most 8 digits).
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

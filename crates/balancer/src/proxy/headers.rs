@@ -79,16 +79,18 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, proto
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match headers.get(header::HOST).cloned() {
+    // One lookup of Host serves both headers that repeat it.
+    let host = headers.get(header::HOST).cloned();
+    match &host {
         Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host);
+            headers.insert(X_FORWARDED_HOST, host.clone());
         }
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
     }
 
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = host.as_ref().and_then(|h| h.to_str().ok());
     let prior = prior_forwarded(headers);
     let mut forwarded = String::with_capacity(
         prior.as_ref().map_or(0, |p| p.len() + 2) + host.map_or(0, |h| h.len() + 8) + 64,

@@ -202,7 +202,10 @@ impl Proxy {
                             protocol,
                             request,
                         };
-                        self.tunnel(parts, payload, key, to).await
+                        // Boxed: upgrades are rare, and their future (a
+                        // connect and a handshake of its own) would
+                        // otherwise size, and be moved with, every request's.
+                        Box::pin(self.tunnel(parts, payload, key, to)).await
                     }
                     None => {
                         self.send(parts, payload, upload, key, started, call, request)

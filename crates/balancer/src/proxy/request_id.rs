@@ -34,9 +34,22 @@ fn is_valid(id: &[u8]) -> bool {
 /// 128 random bits as 32 hex digits: one allocation, which the header
 /// value takes over (`from_maybe_shared` does not copy).
 fn generate() -> HeaderValue {
-    let text = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+    let digits = hex32(fastrand::u128(..));
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&digits))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `format!("{:032x}", n)` without the formatting machinery (padding,
+/// flags, a growing `String`): this runs for every request without an id.
+fn hex32(n: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'0'; 32];
+    for (i, digit) in out.iter_mut().enumerate() {
+        // The most significant nibble first, as `{:x}` prints it.
+        let nibble = (n >> (4 * (31 - i))) & 0xf;
+        *digit = HEX[nibble as usize];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -66,5 +79,19 @@ mod tests {
         assert_eq!(id.len(), 32);
         // Generated ids differ.
         assert_ne!(ensure(&mut HeaderMap::new()), ensure(&mut HeaderMap::new()));
+    }
+
+    #[test]
+    fn ids_print_as_zero_padded_lowercase_hex() {
+        for n in [
+            0,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0123_4567_89ab_cdef << 60,
+        ] {
+            assert_eq!(hex32(n).as_slice(), format!("{n:032x}").as_bytes(), "{n:x}");
+        }
     }
 }

@@ -189,14 +189,20 @@ pub async fn serve(
                             builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                         watcher.watch(conn).await.map_err(|e| e.to_string())
                     }
+                    // Boxed: a TLS connection's state (the handshake, the
+                    // rustls session) is larger than a plain one's, and
+                    // inline it would size every plain connection's task.
                     Some(tls) => {
-                        let stream = tokio::time::timeout(handshake, tls.acceptor.accept(io))
-                            .await
-                            .map_err(|_| "TLS handshake timed out".to_owned())?
-                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn).await.map_err(|e| e.to_string())
+                        Box::pin(async move {
+                            let stream = tokio::time::timeout(handshake, tls.acceptor.accept(io))
+                                .await
+                                .map_err(|_| "TLS handshake timed out".to_owned())?
+                                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn).await.map_err(|e| e.to_string())
+                        })
+                        .await
                     }
                 }
             };

@@ -33,6 +33,7 @@ pub fn check<B>(req: &mut Request<B>) -> Result<(), BadHead> {
         (Some(_), Some(_)) => Err(BadHead::TwoHosts),
         (None, _) if req.version() == Version::HTTP_11 => Err(BadHead::NoHost),
         (None, _) => Ok(()),
+        (Some(value), None) if is_simple_host(value.as_bytes()) => Ok(()),
         (Some(value), None) => value
             .to_str()
             .ok()
@@ -40,6 +41,33 @@ pub fn check<B>(req: &mut Request<B>) -> Result<(), BadHead> {
             .map(|_| ())
             .ok_or(BadHead::InvalidHost),
     }
+}
+
+/// Whether `s` is `name[:port]` with a name of letters, digits, `.` and
+/// `-` and a port that fits in 16 bits: what nearly every `Host` is, and
+/// always a valid one ([`plain_authority`] accepts it). Checked for every
+/// request, so it is one pass over the bytes, where parsing an
+/// [`Authority`] copies the value into a new buffer first. Anything else
+/// (IPv6 literals, odd characters) takes the full check.
+fn is_simple_host(s: &[u8]) -> bool {
+    let colon = s.iter().position(|&b| b == b':').unwrap_or(s.len());
+    let (name, port) = s.split_at(colon);
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => {
+                (1..=5).contains(&digits.len())
+                    && digits.iter().all(u8::is_ascii_digit)
+                    && digits
+                        .iter()
+                        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                        <= u32::from(u16::MAX)
+            }
+            _ => false,
+        }
 }
 
 /// `host[:port]` without userinfo and with a numeric port, or `None`.
@@ -100,6 +128,51 @@ mod tests {
                 Err(BadHead::InvalidHost),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn the_simple_host_check_accepts_only_what_the_full_check_does() {
+        let full = |s: &str| plain_authority(s).is_some();
+        for host in [
+            "lb.local",
+            "lb.local:8080",
+            "127.0.0.1:65535",
+            "a",
+            "A-b.C",
+            "x:0",
+            "h:00080",
+            "h:65536",
+            "h:99999",
+            "h:123456",
+            "h:",
+            ":80",
+            "",
+            "h:8a",
+            "a b",
+            "[::1]:80",
+            "u@h",
+            "h:1:2",
+            "h_1",
+            "h%20",
+            "h/p",
+            "h?q",
+        ] {
+            if is_simple_host(host.as_bytes()) {
+                assert!(full(host), "{host:?} passes the simple check only");
+            }
+        }
+        for host in [
+            "lb.local",
+            "lb.local:8080",
+            "127.0.0.1:65535",
+            "x:0",
+            "h:00080",
+        ] {
+            assert!(is_simple_host(host.as_bytes()), "{host:?}");
+        }
+        for host in ["h:65536", "h:", "", "[::1]:80", "u@h", "h:1:2"] {
+            assert!(!is_simple_host(host.as_bytes()), "{host:?}");
         }
     }
 
