@@ -163,30 +163,10 @@ async fn phases(
     // Warm-up: the same load without chaos, then quiet, then the baseline.
     let warm = CancellationToken::new();
     let discard = Arc::new(Mutex::new(Vec::new()));
-    tokio::join!(
-        traffic::steady(
-            base.into(),
-            "GET",
-            GET_WORKERS,
-            PACE,
-            t0,
-            warm.clone(),
-            discard.clone()
-        ),
-        traffic::steady(
-            base.into(),
-            "POST",
-            POST_WORKERS,
-            PACE,
-            t0,
-            warm.clone(),
-            discard.clone()
-        ),
-        async {
-            tokio::time::sleep(WARMUP).await;
-            warm.cancel();
-        }
-    );
+    tokio::join!(steady_load(base, t0, &warm, &discard), async {
+        tokio::time::sleep(WARMUP).await;
+        warm.cancel();
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = lock(&samples).len().saturating_sub(1);
 
@@ -198,25 +178,8 @@ async fn phases(
         min_up: 2,
         max_replicas: 6,
     };
-    let (_, _, abuse, fates, ()) = tokio::join!(
-        traffic::steady(
-            base.into(),
-            "GET",
-            GET_WORKERS,
-            PACE,
-            t0,
-            stop.clone(),
-            records.clone()
-        ),
-        traffic::steady(
-            base.into(),
-            "POST",
-            POST_WORKERS,
-            PACE,
-            t0,
-            stop.clone(),
-            records.clone()
-        ),
+    let ((), abuse, fates, ()) = tokio::join!(
+        steady_load(base, t0, &stop, &records),
         abuse::run(addr.into(), ABUSE_EVERY, ABUSE_MAX_OPEN, t0, stop.clone()),
         chaos::run(base.into(), chaos_settings, config.seed, t0, stop.clone()),
         async {
@@ -270,6 +233,35 @@ pub async fn pause(stop: &CancellationToken, d: Duration) {
         () = stop.cancelled() => {},
         () = tokio::time::sleep(d) => {},
     }
+}
+
+/// The steady GET and POST load until `stop`, its records into `sink`.
+async fn steady_load(
+    base: &str,
+    t0: Instant,
+    stop: &CancellationToken,
+    sink: &Arc<Mutex<Vec<traffic::Record>>>,
+) {
+    tokio::join!(
+        traffic::steady(
+            base.into(),
+            "GET",
+            GET_WORKERS,
+            PACE,
+            t0,
+            stop.clone(),
+            sink.clone()
+        ),
+        traffic::steady(
+            base.into(),
+            "POST",
+            POST_WORKERS,
+            PACE,
+            t0,
+            stop.clone(),
+            sink.clone()
+        ),
+    );
 }
 
 /// Waits until the balancer serves its three replicas.

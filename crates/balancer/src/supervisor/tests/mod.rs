@@ -75,6 +75,13 @@ impl Probe for Fake {
     }
 }
 
+impl Fake {
+    /// Marks `name` as taken by another balancer.
+    fn take(&self, name: &str) {
+        self.taken.lock().expect("taken").insert(name.to_owned());
+    }
+}
+
 impl Orchestrator for Fake {
     fn kind(&self) -> &'static str {
         "fake"

@@ -154,16 +154,12 @@ async fn removing_a_followed_member_removes_it_in_the_engine() {
 #[tokio::test(start_paused = true)]
 async fn a_generated_name_taken_elsewhere_is_retried_with_the_next_id() {
     let mut h = Harness::new();
-    h.fake
-        .taken
-        .lock()
-        .expect("taken")
-        .insert("server-1".into());
+    h.fake.take("server-1");
     let names = h.add(1, &[]).await.expect("add");
     assert_eq!(names, strings(&["server-2"]));
     assert_eq!(h.ids()["server-2"], 2);
     // A given hostname that is taken is a duplicate, and nothing changes.
-    h.fake.taken.lock().expect("taken").insert("s9".into());
+    h.fake.take("s9");
     let err = h.add(1, &["s9"]).await.expect_err("taken");
     assert!(
         matches!(err, MembershipError::Duplicate(ref n) if n == "s9"),
@@ -175,11 +171,7 @@ async fn a_generated_name_taken_elsewhere_is_retried_with_the_next_id() {
 #[tokio::test(start_paused = true)]
 async fn at_start_a_name_filled_by_another_balancer_counts() {
     let mut h = Harness::new();
-    h.fake
-        .taken
-        .lock()
-        .expect("taken")
-        .insert("server-1".into());
+    h.fake.take("server-1");
     let (reply, mut answer) = oneshot::channel();
     h.sup.handle(Message::Add {
         change: add(2, &[]),
