@@ -23,6 +23,7 @@ pub mod activity;
 pub mod admin;
 pub mod change;
 pub mod config;
+pub mod conns;
 pub mod duration;
 pub mod error;
 pub mod events;
@@ -42,6 +43,7 @@ pub mod supervisor;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -166,6 +168,11 @@ impl Balancer {
         };
         let options = server::ServeOptions::new(&c.limits, max_connections, c.drain_timeout, role);
         let stop = shutdown.clone();
+        tokio::spawn({
+            let app = app.clone();
+            let stop = stop.clone();
+            async move { app.proxy.sweep_idle(stop).await }
+        });
         let admin_task = admin_listener.map(|listener| {
             let admin = server::ServeOptions {
                 role: server::Role::Admin,

@@ -3,7 +3,7 @@
 
 use balancer::config::{self, Command};
 
-#[cfg(target_env = "gnu")]
+#[cfg(all(target_env = "gnu", not(feature = "system-allocator")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -24,14 +24,29 @@ fn main() -> std::process::ExitCode {
     // One worker thread means one event loop, as `nbthread 1` in HAProxy:
     // the current-thread scheduler runs every task on this thread with no
     // cross-thread queue or wake-up, which the multi-thread one still pays.
-    let threads = cli.config.threads.filter(|_| cli.command.is_none());
-    let mut builder = if threads == Some(1) {
+    // With more, each worker thread runs a loop of its own (`workers`) and
+    // this one keeps the control path: supervisor, health checks, accept.
+    let threads = match (&cli.command, cli.config.threads) {
+        (Some(_), _) => None,
+        (None, Some(t)) => Some(usize::from(t)),
+        (None, None) => Some(std::thread::available_parallelism().map_or(1, usize::from)),
+    };
+    let per_thread =
+        cli.config.scheduler == balancer::workers::Scheduler::PerThread && threads > Some(1);
+    let mut builder = if threads == Some(1) || per_thread {
         tokio::runtime::Builder::new_current_thread()
     } else {
         tokio::runtime::Builder::new_multi_thread()
     };
-    if let Some(threads) = threads.filter(|&t| t > 1) {
-        builder.worker_threads(usize::from(threads));
+    if let Some(threads) = threads.filter(|&t| t > 1 && !per_thread) {
+        builder.worker_threads(threads);
+    }
+    if per_thread
+        && let Some(n) = threads
+        && let Err(e) = balancer::workers::start(n)
+    {
+        eprintln!("error: cannot start the worker threads: {e}");
+        return std::process::ExitCode::FAILURE;
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

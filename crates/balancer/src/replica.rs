@@ -120,6 +120,8 @@ pub struct Replica {
     pub latency: crate::latency::LatencyHistogram,
     /// Requests it may have in flight at once (`--max-conns-per-replica`).
     limit: Option<Arc<Semaphore>>,
+    /// Its idle kept-alive HTTP/1.1 connections.
+    pub conns: crate::conns::Conns,
 }
 
 impl Replica {
@@ -150,6 +152,7 @@ impl Replica {
             failures: AtomicU64::new(0),
             latency: crate::latency::LatencyHistogram::default(),
             limit: None,
+            conns: crate::conns::Conns::default(),
         }
     }
 

@@ -18,8 +18,11 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use hyper::client::conn::http1::SendRequest;
+
 use super::{
-    Proxy, connector,
+    Proxy, UPSTREAM_IDLE, connector,
+    exchange::{Failure, closed_before_answer, exchange},
     upload::{ClientFault, Upload},
 };
 use crate::{
@@ -45,7 +48,8 @@ enum GaveUp {
 pub(super) enum Outcome {
     /// The replica answered; the request stays counted in flight on it
     /// until the response body has been relayed.
-    Answered(Response<Incoming>, InFlight),
+    /// With the connection it came on when that may be kept (HTTP/1.1).
+    Answered(Response<Incoming>, InFlight, Option<SendRequest<Body>>),
     /// The client's upload failed; nothing is the replica's fault.
     ClientFault(ClientFault),
     /// A pooled connection the replica had closed; not the replica's fault.
@@ -81,12 +85,8 @@ impl Proxy {
                 }
             }
         };
-        let client = match in_flight.replica().protocol {
-            Protocol::Http1 => &self.client,
-            Protocol::H2c => &self.client_h2c,
-        };
         let sent = tokio::select! {
-            sent = client.request(upstream) => sent,
+            sent = self.exchange(in_flight.replica(), upstream, since) => sent,
             gave_up = deadline => {
                 if let GaveUp::ReplicaDown = gave_up {
                     // Already out of rotation: its heartbeats told, not this.
@@ -106,9 +106,9 @@ impl Proxy {
             }
         };
         let e = match sent {
-            Ok(resp) => {
+            Ok((resp, conn)) => {
                 in_flight.served();
-                return Outcome::Answered(resp, in_flight);
+                return Outcome::Answered(resp, in_flight, conn);
             }
             Err(e) => e,
         };
@@ -118,8 +118,8 @@ impl Proxy {
             tracing::debug!(replica = %replica.name, ?fault, "the client's upload failed");
             return Outcome::ClientFault(fault);
         }
-        let connect = e.is_connect();
-        if !connect && connector::was_reused(&e, since) && closed_before_answer(&e) {
+        let connect = matches!(e, Failure::Connect(_));
+        if let Failure::Stale(e) = &e {
             Metrics::inc(&self.metrics.stale_connections);
             tracing::debug!(replica = %replica.name, error = %e, "a pooled connection was closed by the replica");
             return Outcome::Stale;
@@ -137,12 +137,36 @@ impl Proxy {
     }
 }
 
-/// Whether the connection closed before any response came (the error a
-/// request gets when the replica closed an idle connection under it).
-fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
-    e.source()
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+impl Proxy {
+    /// One exchange with `replica`: HTTP/1.1 on our own pool, h2c on
+    /// hyper-util's (one multiplexed connection per replica).
+    async fn exchange(
+        &self,
+        replica: &Replica,
+        upstream: Request<Body>,
+        since: Instant,
+    ) -> Result<(Response<Incoming>, Option<SendRequest<Body>>), Failure> {
+        match replica.protocol {
+            Protocol::Http1 => exchange(&self.connect, replica, upstream, UPSTREAM_IDLE)
+                .await
+                .map(|(resp, conn)| (resp, Some(conn))),
+            Protocol::H2c => match self.client_h2c.request(upstream).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(e) if e.is_connect() => Err(Failure::Connect(e.to_string())),
+                Err(e) => {
+                    let stale = connector::was_reused(&e, since)
+                        && e.source()
+                            .and_then(|s| s.downcast_ref::<hyper::Error>())
+                            .is_some_and(closed_before_answer);
+                    Err(if stale {
+                        Failure::Stale(e.into())
+                    } else {
+                        Failure::Failed(e.into())
+                    })
+                }
+            },
+        }
+    }
 }
 
 /// Counts a failure of `replica` and takes it out of rotation until

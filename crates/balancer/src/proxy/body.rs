@@ -14,7 +14,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::{
+    body::{Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+};
 use tokio::time::{Instant, Sleep};
 
 use super::{attempt::blame, grpc};
@@ -32,6 +35,9 @@ pub(super) struct InFlightBody {
     /// A gRPC call's deadline; `None` once it has ended the body.
     deadline: Option<Pin<Box<Sleep>>>,
     ended: bool,
+    /// The connection the body comes on, back to its replica's pool once
+    /// the body has ended (most idle connections kept per thread beside).
+    conn: Option<(SendRequest<axum::body::Body>, usize)>,
 }
 
 impl InFlightBody {
@@ -52,6 +58,35 @@ impl InFlightBody {
             _request: request,
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             ended: false,
+            conn: None,
+        }
+    }
+
+    /// Returns `conn` to the replica's idle connections when the body ends
+    /// (at most `max_idle` kept per thread).
+    pub(super) fn keeping(
+        mut self,
+        conn: Option<SendRequest<axum::body::Body>>,
+        max_idle: usize,
+    ) -> Self {
+        self.conn = conn.map(|c| (c, max_idle));
+        self
+    }
+
+    /// The body has ended cleanly: its connection may serve the next request.
+    fn release(&mut self) {
+        if let Some((conn, max_idle)) = self.conn.take() {
+            self.in_flight.replica().conns.put(conn, max_idle);
+        }
+    }
+}
+
+impl Drop for InFlightBody {
+    fn drop(&mut self) {
+        // Dropped before its end (the client went away), the connection is
+        // left to close: hyper does not keep one whose body was not read.
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.release();
         }
     }
 }
@@ -91,7 +126,10 @@ impl hyper::body::Body for InFlightBody {
                 });
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let timeout = this.idle_timeout;
                 let idle = this

@@ -28,6 +28,7 @@ mod body;
 mod call;
 mod connector;
 mod error;
+mod exchange;
 pub(crate) mod forwarded;
 mod grpc;
 pub(crate) mod headers;
@@ -68,7 +69,7 @@ use crate::{
 };
 use attempt::{Outcome, blame};
 use body::InFlightBody;
-use call::{Call, is_idempotent, upstream_uri};
+use call::{Call, is_idempotent, origin_form, upstream_uri};
 use error::UpstreamError;
 use payload::Payload;
 use tried::Tried;
@@ -114,8 +115,9 @@ pub struct ClientInfo {
 pub struct Proxy {
     config: ProxyConfig,
     pool: Arc<Pool>,
-    /// HTTP/1.1 replicas' pool.
-    client: Client<connector::Connector, Body>,
+    /// How HTTP/1.1 replicas are connected to (their idle connections
+    /// are on each replica).
+    connect: exchange::Connect,
     /// h2c replicas' pool (one multiplexed connection each).
     client_h2c: Client<connector::Connector, Body>,
     metrics: Arc<Metrics>,
@@ -135,10 +137,11 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_keepalive(Some(UPSTREAM_IDLE));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(UPSTREAM_IDLE)
-            .pool_max_idle_per_host(config.max_idle_per_replica)
-            .build(connector::Connector(connector.clone()));
+        let connect = exchange::Connect {
+            h1: hyper::client::conn::http1::Builder::new(),
+            timeout: config.connect_timeout,
+            keepalive: UPSTREAM_IDLE,
+        };
         let client_h2c = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(UPSTREAM_IDLE)
             .http2_only(true)
@@ -148,11 +151,27 @@ impl Proxy {
         Self {
             config,
             pool,
-            client,
+            connect,
             client_h2c,
             metrics,
             events,
             access_log: None,
+        }
+    }
+
+    /// Closes idle upstream connections older than the idle timeout, every
+    /// few seconds until `stop`: a replica no request reaches any more
+    /// keeps no connection open for long.
+    pub async fn sweep_idle(&self, stop: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(UPSTREAM_IDLE / 12);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            for replica in &self.pool.load().replicas {
+                replica.conns.sweep(UPSTREAM_IDLE);
+            }
         }
     }
 
@@ -274,10 +293,22 @@ impl Proxy {
             };
             let mut upstream = Request::new(body);
             *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
             *upstream.headers_mut() = headers;
-            if replica.protocol == Protocol::H2c {
-                *upstream.version_mut() = Version::HTTP_2;
+            match replica.protocol {
+                Protocol::Http1 => {
+                    *upstream.uri_mut() = origin_form(path_and_query.as_ref());
+                    if !upstream.headers().contains_key(http::header::HOST) {
+                        upstream.headers_mut().insert(
+                            http::header::HOST,
+                            http::HeaderValue::from_str(replica.authority.as_str())
+                                .unwrap_or(http::HeaderValue::from_static("localhost")),
+                        );
+                    }
+                }
+                Protocol::H2c => {
+                    *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
+                    *upstream.version_mut() = Version::HTTP_2;
+                }
             }
             let response_timeout = call.response_timeout(self.config.response_timeout);
 
@@ -285,7 +316,7 @@ impl Proxy {
                 .attempt(in_flight, upstream, &upload, response_timeout)
                 .await
             {
-                Outcome::Answered(resp, in_flight) => {
+                Outcome::Answered(resp, in_flight, conn) => {
                     let latency = started.elapsed();
                     self.metrics.upstream_latency(latency);
                     in_flight.replica().latency.observe(latency);
@@ -293,7 +324,7 @@ impl Proxy {
                         .access_log
                         .as_ref()
                         .map(|_| in_flight.replica().name.clone());
-                    let response = self.relay(resp, in_flight, &parts.uri, call, request);
+                    let response = self.relay(resp, in_flight, conn, &parts.uri, call, request);
                     return self.served(response, name, sent);
                 }
                 Outcome::ClientFault(fault) => return self.client_fault(fault, call),

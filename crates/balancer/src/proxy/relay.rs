@@ -2,6 +2,8 @@
 //! replica's response streamed through (its framing and hop-by-hop headers
 //! settled), or the answer to an upload the client broke.
 
+use hyper::client::conn::http1::SendRequest;
+
 use super::*;
 
 impl Proxy {
@@ -33,6 +35,7 @@ impl Proxy {
         &self,
         resp: Response<Incoming>,
         in_flight: InFlight,
+        conn: Option<SendRequest<Body>>,
         uri: &Uri,
         call: Call,
         request: Option<RequestGuard>,
@@ -60,14 +63,17 @@ impl Proxy {
         headers::strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(
             parts,
-            Body::new(InFlightBody::new(
-                body,
-                in_flight,
-                self.config.upstream_idle,
-                self.events.clone(),
-                request,
-                call.deadline,
-            )),
+            Body::new(
+                InFlightBody::new(
+                    body,
+                    in_flight,
+                    self.config.upstream_idle,
+                    self.events.clone(),
+                    request,
+                    call.deadline,
+                )
+                .keeping(conn, self.config.max_idle_per_replica),
+            ),
         )
     }
 }

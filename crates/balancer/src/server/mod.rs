@@ -162,25 +162,32 @@ pub async fn serve(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
-        let activity = Activity::new(options.max_abandoned);
-        let io = ClientIo::new(tcp, options.timeouts, activity.clone());
-        let service = hyper::service::service_fn({
-            let app = app.clone();
-            let router = router.clone();
-            let role = options.role;
-            let activity = activity.clone();
-            let info = ClientInfo {
-                addr: client,
-                proto,
-            };
-            move |req| handle(app.clone(), &router, role, info, &activity, req)
-        });
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
-        let metrics = app.metrics.clone();
-        let handshake = options.timeouts.header_read;
-        tokio::spawn(async move {
+        let (app, router, watcher, builder, tls) = (
+            app.clone(),
+            router.clone(),
+            graceful.watcher(),
+            builder.clone(),
+            tls.clone(),
+        );
+        // Built where the connection is served (a worker thread, see
+        // `workers`): its timers and I/O belong to that thread's runtime.
+        crate::workers::serve(tcp, move |tcp| async move {
             let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let activity = Activity::new(options.max_abandoned);
+            let io = ClientIo::new(tcp, options.timeouts, activity.clone());
+            let service = hyper::service::service_fn({
+                let app = app.clone();
+                let role = options.role;
+                let activity = activity.clone();
+                let info = ClientInfo {
+                    addr: client,
+                    proto,
+                };
+                move |req| handle(app.clone(), &router, role, info, &activity, req)
+            });
+            let metrics = app.metrics.clone();
+            let handshake = options.timeouts.header_read;
             let _open = metrics.connection_opened();
             let served = async {
                 match tls {
