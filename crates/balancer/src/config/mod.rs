@@ -126,7 +126,7 @@ pub struct Config {
     /// Extra attempts on other replicas when one fails (see README: Retries).
     #[arg(long, env = "LB_RETRIES", default_value_t = 2)]
     pub retries: usize,
-    /// Idle keep-alive connections kept per replica.
+    /// Idle keep-alive connections kept per replica (per worker thread).
     #[arg(long, env = "LB_MAX_IDLE", default_value_t = 256)]
     pub max_idle: usize,
     /// How long a new replica may take to answer its first heartbeat.
