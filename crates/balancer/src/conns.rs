@@ -73,6 +73,34 @@ impl Link {
             .is_pending()
             && self.sender.is_ready()
     }
+
+    /// Returns it once its exchange is over. Usually it is at
+    /// once; a replica may also answer before the request's body has all
+    /// been sent (a 413, or a `return 200` that discards the body), and
+    /// then the connection is driven by a task of its own until the body
+    /// has gone, so the client's upload does not stall behind it.
+    /// `put` returns it (to its replica's [`Conns`]).
+    pub fn release(mut self, put: impl FnOnce(Self) + Send + 'static) {
+        // Waiting already: taking it drives it once anyway.
+        if self.sender.is_ready() || self.usable() {
+            put(self);
+            return;
+        }
+        if self.conn.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            let idle = std::future::poll_fn(|cx| match self.drive(cx) {
+                Poll::Ready(_) => Poll::Ready(false),
+                Poll::Pending if self.sender.is_ready() => Poll::Ready(true),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            if idle {
+                put(self);
+            }
+        });
+    }
 }
 
 /// One idle connection and since when it has been idle.

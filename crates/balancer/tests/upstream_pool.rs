@@ -79,3 +79,101 @@ async fn the_target_is_origin_form_with_the_clients_host() {
         seen[0].headers
     );
 }
+
+#[tokio::test]
+async fn a_large_upload_streams_through_a_pooled_connection() {
+    // Larger than the retry buffer, so it is streamed, not held: the
+    // upstream connection must keep writing it while the request waits
+    // for the answer. Twice, the second on the kept connection.
+    let up = raw_upstream(|s: &Seen| common::raw::ok(&s.body.len().to_string())).await;
+    let lb = common::start_static(vec![up.url.clone()], "round-robin", |_| {}).await;
+    let client = common::client();
+    for _ in 0..2 {
+        let upload = vec![b'x'; 1 << 20];
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client
+                .post(format!("http://{}/up", lb.addr()))
+                .body(upload)
+                .send(),
+        )
+        .await
+        .expect("the upload finished in time")
+        .expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("body"), (1 << 20).to_string());
+    }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_before_the_upload_ends_does_not_stall_the_upload() {
+    // As nginx's `return 200` does: the replica answers at the head and
+    // reads (and drops) the body afterwards. The connection must still
+    // carry the rest of the client's upload, or the client's connection
+    // stalls behind its unread body.
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut socket = BufReader::new(socket);
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_ascii_lowercase();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.get_mut().write_all(ok).await.is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0; length];
+                    if socket.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let lb = common::start_static(vec![url], "round-robin", |_| {}).await;
+    let mut client = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    let size = 4 << 20;
+    let mut request =
+        format!("POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: {size}\r\n\r\n").into_bytes();
+    request.resize(request.len() + size, b'x');
+    request.extend_from_slice(b"GET /next HTTP/1.1\r\nhost: a\r\n\r\n");
+    let (mut read, mut write) = client.split();
+    let send = async {
+        write.write_all(&request).await.expect("send");
+    };
+    let answers = async {
+        let mut seen = Vec::new();
+        let mut buf = [0; 4096];
+        while seen.windows(2).filter(|w| w == b"ok").count() < 2 {
+            let n = read.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::join!(send, answers)
+    })
+    .await
+    .expect("both answers came: the upload went through");
+    lb.stop().await;
+}

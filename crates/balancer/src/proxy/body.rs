@@ -87,7 +87,8 @@ impl InFlightBody {
     /// The body has ended cleanly: its connection may serve the next request.
     fn release(&mut self) {
         if let Some((conn, max_idle)) = self.conn.take() {
-            self.in_flight.replica().conns.put(conn, max_idle);
+            let replica = self.in_flight.replica().clone();
+            conn.release(move |link| replica.conns.put(link, max_idle));
         }
     }
 }
