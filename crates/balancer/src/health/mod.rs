@@ -4,7 +4,9 @@
 //! service).
 //!
 //! Active checks run every `interval` with a `timeout`; `fall` failures in a
-//! row mark a replica down, `rise` successes mark it up again. Passive
+//! row mark a replica down, `rise` successes mark it up again. A heartbeat
+//! that timed out while the replica went on answering proxied requests is
+//! not a failure: the balancer was too busy to read it in time. Passive
 //! checks live in the proxy: a connect error or reset marks a replica
 //! `Suspect` at once, which takes it out of rotation until this checker has
 //! seen it answer `rise` times (the back-off), or down after `fall` misses.
@@ -94,10 +96,20 @@ impl Watcher {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            let served = replica.served();
+            let asked = tokio::time::Instant::now();
             let answered = self
                 .probe
                 .check(Target::of(replica), self.config.timeout)
                 .await;
+            if !answered && asked.elapsed() >= self.config.timeout && replica.served() > served {
+                // Late, not refused or failed, while it kept answering the
+                // requests we sent it: the delay is ours (an event loop
+                // saturated by the load), and counting it would eject every
+                // healthy replica of an overloaded balancer at once.
+                tracing::debug!(replica = %replica.name, "heartbeat late while the replica answered requests; not counted");
+                continue;
+            }
             if !answered {
                 replica.record_failure();
             }
@@ -227,5 +239,68 @@ mod tests {
             &mut Counts::default(),
             &[(false, Draining, None), (false, Draining, None)],
         );
+    }
+
+    /// A probe whose every heartbeat times out.
+    #[derive(Debug)]
+    struct Late;
+
+    impl Probe for Late {
+        fn check<'a>(&'a self, _: Target<'a>, timeout: Duration) -> BoxFuture<'a, bool> {
+            Box::pin(async move {
+                tokio::time::sleep(timeout).await;
+                false
+            })
+        }
+    }
+
+    /// Whether `Late` heartbeats mark a replica down within a second,
+    /// with proxied requests answered meanwhile or not.
+    async fn marked_down(serving: bool) -> bool {
+        let replica = Arc::new(Replica::new(
+            "s1",
+            1,
+            "127.0.0.1:1".parse().expect("addr"),
+            1,
+            0,
+        ));
+        let (signals, mut received) = mpsc::unbounded_channel();
+        let watcher = Watcher {
+            config: HealthConfig {
+                interval: Duration::from_millis(10),
+                timeout: Duration::from_millis(20),
+                fall: 2,
+                rise: 2,
+            },
+            probe: Arc::new(Late),
+            signals,
+            events: Arc::new(EventLog::default()),
+        };
+        let cancel = CancellationToken::new();
+        watcher.spawn(replica.clone(), None, cancel.clone());
+        let traffic = tokio::spawn({
+            let replica = replica.clone();
+            async move {
+                if !serving {
+                    return;
+                }
+                loop {
+                    replica.start_request().served();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let down = tokio::time::timeout(Duration::from_secs(1), received.recv())
+            .await
+            .is_ok();
+        cancel.cancel();
+        traffic.abort();
+        down
+    }
+
+    #[tokio::test]
+    async fn late_heartbeats_while_requests_are_answered_do_not_mark_down() {
+        assert!(!marked_down(true).await, "ejected while answering");
+        assert!(marked_down(false).await, "a silent replica stayed up");
     }
 }

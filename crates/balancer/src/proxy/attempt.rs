@@ -18,7 +18,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::conns::Link;
+use hyper::client::conn::http1::SendRequest;
 
 use super::{
     Proxy, UPSTREAM_IDLE, connector,
@@ -44,14 +44,12 @@ enum GaveUp {
     ReplicaDown,
 }
 
-/// What one attempt came to. (Returned once per attempt, never stored: the
-/// large variant is the common one.)
-#[allow(clippy::large_enum_variant)]
+/// What one attempt came to.
 pub(super) enum Outcome {
     /// The replica answered; the request stays counted in flight on it
     /// until the response body has been relayed.
     /// With the connection it came on when that may be kept (HTTP/1.1).
-    Answered(Response<Incoming>, InFlight, Option<Link>),
+    Answered(Response<Incoming>, InFlight, Option<SendRequest<Body>>),
     /// The client's upload failed; nothing is the replica's fault.
     ClientFault(ClientFault),
     /// A pooled connection the replica had closed; not the replica's fault.
@@ -147,7 +145,7 @@ impl Proxy {
         replica: &Replica,
         upstream: Request<Body>,
         since: Instant,
-    ) -> Result<(Response<Incoming>, Option<Link>), Failure> {
+    ) -> Result<(Response<Incoming>, Option<SendRequest<Body>>), Failure> {
         match replica.protocol {
             Protocol::Http1 => exchange(&self.connect, replica, upstream, UPSTREAM_IDLE)
                 .await

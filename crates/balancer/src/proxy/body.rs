@@ -14,11 +14,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::{
+    body::{Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+};
 use tokio::time::{Instant, Sleep};
 
 use super::{attempt::blame, grpc};
-use crate::{activity::RequestGuard, conns::Link, events::EventLog, replica::InFlight};
+use crate::{activity::RequestGuard, events::EventLog, replica::InFlight};
 
 /// A response body that keeps its request counted in flight until it ends.
 pub(super) struct InFlightBody {
@@ -34,7 +37,7 @@ pub(super) struct InFlightBody {
     ended: bool,
     /// The connection the body comes on, back to its replica's pool once
     /// the body has ended (most idle connections kept per thread beside).
-    conn: Option<(Link, usize)>,
+    conn: Option<(SendRequest<axum::body::Body>, usize)>,
 }
 
 impl InFlightBody {
@@ -61,34 +64,19 @@ impl InFlightBody {
 
     /// Returns `conn` to the replica's idle connections when the body ends
     /// (at most `max_idle` kept per thread).
-    pub(super) fn keeping(mut self, conn: Option<Link>, max_idle: usize) -> Self {
+    pub(super) fn keeping(
+        mut self,
+        conn: Option<SendRequest<axum::body::Body>>,
+        max_idle: usize,
+    ) -> Self {
         self.conn = conn.map(|c| (c, max_idle));
         self
-    }
-
-    /// The replica's next frame. The connection it comes on is driven here,
-    /// in the client connection's task, when it has none ready.
-    fn poll_inner(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &mut self.conn {
-            Some((link, _)) if polled.is_pending() => {
-                if let Poll::Ready(Err(e)) = link.drive(cx) {
-                    tracing::trace!(error = %e, "upstream connection ended with an error");
-                }
-                Pin::new(&mut self.inner).poll_frame(cx)
-            }
-            _ => polled,
-        }
     }
 
     /// The body has ended cleanly: its connection may serve the next request.
     fn release(&mut self) {
         if let Some((conn, max_idle)) = self.conn.take() {
-            let replica = self.in_flight.replica().clone();
-            conn.release(move |link| replica.conns.put(link, max_idle));
+            self.in_flight.replica().conns.put(conn, max_idle);
         }
     }
 }
@@ -125,7 +113,7 @@ impl hyper::body::Body for InFlightBody {
             );
             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
         }
-        match this.poll_inner(cx) {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(idle) = &mut this.idle {
                     idle.as_mut().reset(Instant::now() + this.idle_timeout);

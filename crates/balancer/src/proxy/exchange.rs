@@ -5,16 +5,19 @@
 //! the request left at all (a request the connection never took is sent on
 //! another whatever its method).
 
-use std::{fmt, task::Poll, time::Duration};
+use std::{fmt, time::Duration};
 
 use axum::{BoxError, body::Body};
 use http::{Request, Response};
-use hyper::{body::Incoming, client::conn::http1::Builder};
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{Builder, SendRequest},
+};
 use hyper_util::rt::TokioIo;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
-use crate::{conns::Link, replica::Replica};
+use crate::replica::Replica;
 
 /// How connections to replicas are made.
 #[derive(Debug, Clone)]
@@ -46,31 +49,25 @@ impl fmt::Display for Failure {
 }
 
 /// Sends `req` to `replica` and returns the response head with the
-/// connection it came on, which the response body drives from then on and
-/// returns to the pool once the body has ended.
+/// connection it came on (for the pool once the body has ended).
 pub(super) async fn exchange(
     connect: &Connect,
     replica: &Replica,
     mut req: Request<Body>,
     max_idle: Duration,
-) -> Result<(Response<Incoming>, Link), Failure> {
+) -> Result<(Response<Incoming>, SendRequest<Body>), Failure> {
     loop {
-        let (mut link, reused) = match replica.conns.take(max_idle) {
-            Some(link) => (link, true),
+        let (mut sender, reused) = match replica.conns.take(max_idle) {
+            Some(sender) => (sender, true),
             None => (connect.open(replica).await?, false),
         };
-        let mut sending = std::pin::pin!(link.sender.try_send_request(req));
-        let sent = std::future::poll_fn(|cx| {
-            // The connection first: it writes the request and reads the
-            // answer that `sending` then finds.
-            if let Poll::Ready(Err(e)) = link.drive(cx) {
-                tracing::trace!(replica = %replica.name, error = %e, "upstream connection ended with an error");
-            }
-            sending.as_mut().poll(cx)
-        })
-        .await;
-        match sent {
-            Ok(response) => return Ok((response, link)),
+        // A connection comes back as its last body ends; hyper may not
+        // have finished with that exchange yet.
+        if reused && !sender.is_ready() && sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(response) => return Ok((response, sender)),
             Err(mut e) => match e.take_message() {
                 // The connection closed before taking the request.
                 Some(unsent) if reused => req = unsent,
@@ -88,8 +85,8 @@ pub(super) async fn exchange(
 }
 
 impl Connect {
-    /// A new connection to `replica`.
-    async fn open(&self, replica: &Replica) -> Result<Link, Failure> {
+    /// A new connection to `replica`, its task spawned on this thread.
+    async fn open(&self, replica: &Replica) -> Result<SendRequest<Body>, Failure> {
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(replica.addr))
             .await
             .map_err(|_| Failure::Connect(format!("timed out after {:?}", self.timeout)))?
@@ -102,7 +99,13 @@ impl Connect {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        Ok(Link::new(sender, conn))
+        let name = replica.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(replica = %name, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 

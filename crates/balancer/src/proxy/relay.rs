@@ -2,7 +2,7 @@
 //! replica's response streamed through (its framing and hop-by-hop headers
 //! settled), or the answer to an upload the client broke.
 
-use crate::conns::Link;
+use hyper::client::conn::http1::SendRequest;
 
 use super::*;
 
@@ -35,7 +35,7 @@ impl Proxy {
         &self,
         resp: Response<Incoming>,
         in_flight: InFlight,
-        conn: Option<Link>,
+        conn: Option<SendRequest<Body>>,
         uri: &Uri,
         call: Call,
         request: Option<RequestGuard>,
