@@ -1,5 +1,6 @@
-//! The upstream connector: hyper's `HttpConnector`, with each connection
-//! stamped with when it was made. When a request fails on a connection made
+//! The h2c client's connector: hyper's `HttpConnector`, with each
+//! connection stamped with when it was made (HTTP/1.1 replicas use our own
+//! pool, [`super::exchange`], which knows this without a stamp). When a request fails on a connection made
 //! before the request began, the connection was a pooled one that the
 //! replica had already closed (a race every keep-alive proxy has): a safe
 //! request is sent again on a fresh connection and the replica is not

@@ -8,24 +8,23 @@
 use std::{fmt, time::Duration};
 
 use axum::{BoxError, body::Body};
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::{
     body::Incoming,
     client::conn::http1::{Builder, SendRequest},
 };
-use hyper_util::rt::TokioIo;
-use socket2::{SockRef, TcpKeepalive};
-use tokio::net::TcpStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::Service as _;
 
 use crate::replica::Replica;
 
-/// How connections to replicas are made.
+/// How connections to replicas are made: the same `HttpConnector` (connect
+/// timeout, `TCP_NODELAY`, keep-alive probes) as the h2c client's, then an
+/// HTTP/1.1 handshake.
 #[derive(Debug, Clone)]
 pub(super) struct Connect {
+    pub tcp: HttpConnector,
     pub h1: Builder,
-    pub timeout: Duration,
-    /// TCP keep-alive probes start after this much silence.
-    pub keepalive: Duration,
 }
 
 /// Why an exchange failed.
@@ -87,16 +86,17 @@ pub(super) async fn exchange(
 impl Connect {
     /// A new connection to `replica`, its task spawned on this thread.
     async fn open(&self, replica: &Replica) -> Result<SendRequest<Body>, Failure> {
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(replica.addr))
-            .await
-            .map_err(|_| Failure::Connect(format!("timed out after {:?}", self.timeout)))?
+        let uri = Uri::from_maybe_shared(format!("http://{}/", replica.authority))
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let _ = SockRef::from(&stream)
-            .set_tcp_keepalive(&TcpKeepalive::new().with_time(self.keepalive));
+        let stream = self
+            .tcp
+            .clone()
+            .call(uri)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
         let (sender, conn) = self
             .h1
-            .handshake(TokioIo::new(stream))
+            .handshake(stream)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
         let name = replica.name.clone();

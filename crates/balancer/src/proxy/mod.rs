@@ -16,7 +16,8 @@
 //! The parts: [`upload`] (the client's body, time-bounded and watched),
 //! [`payload`] (the request body, buffered for replay when small),
 //! [`headers`] (hop-by-hop and forwarding headers), [`attempt`] (one try on
-//! one replica and what it came to), [`connector`] (upstream connections
+//! one replica and what it came to), [`exchange`] (an HTTP/1.1 exchange on
+//! a replica's pooled or new connection), [`connector`] (h2c connections
 //! stamped with their age), [`tried`] (where a retry must not go),
 //! [`body`] (the relayed response body), [`tunnel`] (HTTP/1.1 upgrades),
 //! [`error`] (the response for each way of failing), [`relay`] (the answer
@@ -138,9 +139,8 @@ impl Proxy {
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_keepalive(Some(UPSTREAM_IDLE));
         let connect = exchange::Connect {
+            tcp: connector.clone(),
             h1: hyper::client::conn::http1::Builder::new(),
-            timeout: config.connect_timeout,
-            keepalive: UPSTREAM_IDLE,
         };
         let client_h2c = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(UPSTREAM_IDLE)
