@@ -29,22 +29,15 @@ pub enum Scheduler {
     WorkStealing,
 }
 
-/// Worker threads this process runs (1 until [`set_count`]).
-static COUNT: AtomicUsize = AtomicUsize::new(1);
-
 thread_local! {
     /// This thread's worker index; 0 on any thread that is not a worker.
     static CURRENT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Sets how many worker threads there are; before any replica exists.
-pub fn set_count(n: usize) {
-    COUNT.store(n.max(1), Ordering::Relaxed);
-}
-
-/// How many worker threads there are.
+/// How many worker threads there are (1 without workers: the runtime's own
+/// threads share one slot).
 pub fn count() -> usize {
-    COUNT.load(Ordering::Relaxed)
+    WORKERS.get().map_or(1, Vec::len)
 }
 
 /// This thread's worker index (0 off the workers).
@@ -57,17 +50,14 @@ fn enter(index: usize) {
     CURRENT.with(|c| c.set(index));
 }
 
-/// The worker threads' runtimes, and how many connections each holds.
-struct Workers {
-    workers: Vec<Worker>,
-}
-
+/// A worker thread's runtime, and how many connections it holds.
 struct Worker {
     handle: tokio::runtime::Handle,
     open: Arc<AtomicUsize>,
 }
 
-static WORKERS: OnceLock<Workers> = OnceLock::new();
+/// The worker threads, once started.
+static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
 
 /// Starts `n` worker threads, each running a runtime of its own until the
 /// process exits. Called once, before the balancer starts.
@@ -75,7 +65,6 @@ static WORKERS: OnceLock<Workers> = OnceLock::new();
 /// # Errors
 /// A thread or a runtime could not be started.
 pub fn start(n: usize) -> std::io::Result<()> {
-    set_count(n);
     let mut workers = Vec::with_capacity(n);
     for index in 0..n {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -105,7 +94,7 @@ pub fn start(n: usize) -> std::io::Result<()> {
         });
     }
     WORKERS
-        .set(Workers { workers })
+        .set(workers)
         .map_err(|_| std::io::Error::other("worker threads started twice"))
 }
 
@@ -130,7 +119,6 @@ where
         }
     };
     let worker = workers
-        .workers
         .iter()
         .min_by_key(|w| w.open.load(Ordering::Relaxed))
         .expect("at least one worker");
