@@ -215,6 +215,92 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     lb.stop().await;
 }
 
+/// Reads from `socket` until it closes (EOF or a reset) or `within`
+/// passes; the time it closed, from `since`.
+async fn closed_after(
+    socket: &mut tokio::net::TcpStream,
+    since: tokio::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(since + within, socket.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_is_closed_at_the_head_timeout() {
+    // Until its first byte a connection is held by a small future of its
+    // own, before hyper's: that wait has the head timeout too.
+    let live = local_backend("live", 0).await;
+    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
+        c.limits.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    let closed = closed_after(&mut socket, since, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a silent connection was held past 5 s");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn the_head_timeout_runs_from_the_accept_not_from_the_first_byte() {
+    // A client that waits before it starts its head gets no more time for
+    // it: 2 s from the accept, not 2 s from its first byte (3.5 s).
+    let live = local_backend("live", 0).await;
+    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
+        c.limits.header_read_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    socket
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let closed = closed_after(&mut socket, since, Duration::from_secs(6))
+        .await
+        .expect("closed within 6 s");
+    assert!(
+        closed < Duration::from_millis(3000),
+        "closed {closed:?} after the accept: the head timer started at the first byte"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_that_never_sent_a_byte() {
+    let live = local_backend("live", 0).await;
+    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
+        c.limits.header_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    // Let the balancer accept it before stopping.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(5), lb.stop())
+        .await
+        .expect("a silent connection held the shutdown up");
+    let closed = closed_after(&mut socket, since, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some(),
+        "a silent connection outlived the shutdown"
+    );
+}
+
 #[tokio::test]
 async fn static_orchestrator_refuses_add_and_rm() {
     let a = local_backend("a", 0).await;

@@ -55,7 +55,14 @@ pub struct ClientIo<T> {
 }
 
 impl<T> ClientIo<T> {
-    pub fn new(inner: T, timeouts: ClientTimeouts, activity: Arc<Activity>) -> Self {
+    /// `accepted`: when the connection was accepted, where its first
+    /// head's timeout starts.
+    pub fn new(
+        inner: T,
+        timeouts: ClientTimeouts,
+        activity: Arc<Activity>,
+        accepted: Instant,
+    ) -> Self {
         let now = Instant::now();
         let head_of = activity.started();
         Self {
@@ -64,9 +71,9 @@ impl<T> ClientIo<T> {
             activity,
             // A new connection owes its first request head: slowloris is
             // bounded from the accept.
-            head_started: Some(now),
+            head_started: Some(accepted),
             head_of,
-            read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.header_read)),
+            read_timer: Box::pin(tokio::time::sleep_until(accepted + timeouts.header_read)),
             write_blocked: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
         }

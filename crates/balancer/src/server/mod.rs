@@ -33,7 +33,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::net::TcpListener;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -169,59 +172,43 @@ pub async fn serve(
             builder.clone(),
             tls.clone(),
         );
+        let conn = Connection {
+            app,
+            router,
+            watcher,
+            builder,
+            tls,
+            options,
+            client: ClientInfo {
+                addr: client,
+                proto,
+            },
+        };
+        let stop = stop.clone();
         // Built where the connection is served (a worker thread, see
         // `workers`): its timers and I/O belong to that thread's runtime.
         crate::workers::serve(tcp, move |tcp| async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let activity = Activity::new(options.max_abandoned);
-            let io = ClientIo::new(tcp, options.timeouts, activity.clone());
-            let service = hyper::service::service_fn({
-                let app = app.clone();
-                let role = options.role;
-                let activity = activity.clone();
-                let info = ClientInfo {
-                    addr: client,
-                    proto,
-                };
-                move |req| handle(app.clone(), &router, role, info, &activity, req)
-            });
-            let metrics = app.metrics.clone();
-            let handshake = options.timeouts.header_read;
-            let _open = metrics.connection_opened();
-            let served = async {
-                match tls {
-                    None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                        watcher.watch(conn).await.map_err(|e| e.to_string())
-                    }
-                    // Boxed: a TLS connection's state (the handshake, the
-                    // rustls session) is larger than a plain one's, and
-                    // inline it would size every plain connection's task.
-                    Some(tls) => {
-                        Box::pin(async move {
-                            let stream = tokio::time::timeout(handshake, tls.acceptor.accept(io))
-                                .await
-                                .map_err(|_| "TLS handshake timed out".to_owned())?
-                                .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(conn).await.map_err(|e| e.to_string())
-                        })
-                        .await
-                    }
-                }
-            };
+            let _open = conn.app.metrics.connection_opened();
+            let accepted = Instant::now();
+            let mut first = [0u8; 1];
+            // Until its first bytes arrive a connection holds its socket and
+            // this small future only. hyper's connection state (over 2 KiB)
+            // is built then, boxed: connections opened ahead of use (a
+            // client's spare ones, pre-connects, a flood of empty ones) cost
+            // little. The head timeout still runs from the accept.
             tokio::select! {
-                result = served => if let Err(e) = result {
-                    tracing::trace!(%client, error = %e, "client connection ended with an error");
-                },
-                () = activity.killed() => {
-                    Metrics::inc(&metrics.abandoning_connections);
-                    tracing::debug!(%client, abandoned = activity.abandoned(), "connection closed for abandoning its requests");
+                biased;
+                // A peek, not `readable()`: a new socket's readiness may be
+                // reported before any byte has come.
+                peeked = tcp.peek(&mut first) => if !matches!(peeked, Ok(1..)) { return },
+                () = tokio::time::sleep_until(accepted + options.timeouts.header_read) => {
+                    tracing::trace!(client = %conn.client.addr, "no request head in time");
+                    return;
                 }
+                () = stop.cancelled() => return,
             }
+            Box::pin(conn.serve(tcp, accepted)).await;
         });
     }
     drop(listener);
@@ -230,6 +217,77 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// What serving one client connection needs.
+struct Connection {
+    app: Arc<App>,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<Tls>,
+    options: ServeOptions,
+    client: ClientInfo,
+}
+
+impl Connection {
+    /// Serves the connection accepted at `accepted` whose first bytes have
+    /// arrived: TLS handshake if any, then HTTP until it ends.
+    async fn serve(self, tcp: TcpStream, accepted: Instant) {
+        let Self {
+            app,
+            router,
+            watcher,
+            builder,
+            tls,
+            options,
+            client: info,
+        } = self;
+        let client = info.addr;
+        let _ = tcp.set_nodelay(true);
+        let activity = Activity::new(options.max_abandoned);
+        let io = ClientIo::new(tcp, options.timeouts, activity.clone(), accepted);
+        let service = hyper::service::service_fn({
+            let app = app.clone();
+            let role = options.role;
+            let activity = activity.clone();
+            move |req| handle(app.clone(), &router, role, info, &activity, req)
+        });
+        let metrics = app.metrics.clone();
+        let handshake_by = accepted + options.timeouts.header_read;
+        let served = async {
+            match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(conn).await.map_err(|e| e.to_string())
+                }
+                // Boxed: a TLS connection's state (the handshake, the
+                // rustls session) is larger than a plain one's, and
+                // inline it would size every plain connection's task.
+                Some(tls) => {
+                    Box::pin(async move {
+                        let stream = tokio::time::timeout_at(handshake_by, tls.acceptor.accept(io))
+                            .await
+                            .map_err(|_| "TLS handshake timed out".to_owned())?
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn).await.map_err(|e| e.to_string())
+                    })
+                    .await
+                }
+            }
+        };
+        tokio::select! {
+            result = served => if let Err(e) = result {
+                tracing::trace!(%client, error = %e, "client connection ended with an error");
+            },
+            () = activity.killed() => {
+                Metrics::inc(&metrics.abandoning_connections);
+                tracing::debug!(%client, abandoned = activity.abandoned(), "connection closed for abandoning its requests");
+            }
+        }
     }
 }
 
