@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lbbench import cargo, chart, counters, proxies, tls, wrk  # noqa: E402
+from lbbench import cargo, chart, counters, procs, proxies, report_suites, tls, wrk  # noqa: E402
 
 WRK_OUT = """Running 3s test @ http://127.0.0.1:38167/home
   1 threads and 50 connections
@@ -147,6 +147,36 @@ class Sizing(unittest.TestCase):
         self.assertEqual(proxies.haproxy_maxconn(500, nofile=20000), 5000)
         self.assertEqual(proxies.haproxy_maxconn(10000, nofile=65536), 10100)
         self.assertEqual(proxies.haproxy_maxconn(10000, nofile=20000), 9950)
+
+
+class Memory(unittest.TestCase):
+    def test_content_length(self):
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 52"
+        self.assertEqual(procs.parse_content_length(head), 52)
+        self.assertIsNone(procs.parse_content_length(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked"))
+
+    def _suite(self, with_kept):
+        cell = {"rss_kib": 2048, "kib_per_connection": 4.0, "accepted": 10, "answered": 9}
+        rnd = {"baseline_kib": 1024, "idle": {"10": cell}, "active": {"10": cell}}
+        if with_kept:
+            rnd["kept"] = {"10": cell}
+        keys = ["baseline_kib"] + [f"{s}_10_{k}" for s in ("idle", "kept", "active") if with_kept or s != "kept"
+                                   for k in ("rss_kib", "kib_per_connection")]
+        stats = {k: (1024 if k == "baseline_kib" else cell[k.split("_10_")[1]]) for k in keys}
+        run = {"target": "ours", "rounds": [rnd], "median": stats, "min": stats, "max": stats}
+        setup = {"idle_levels": [10], "active_levels": [10], "rss": "VmRSS", "active_duration_s": 3,
+                 "per_connection": "(RSS at N - RSS at rest) / N", "rounds": 1, "nofile_limit": 1}
+        return {"setup": setup, "runs": [run]}
+
+    def test_kept_alive_column_and_unanswered(self):
+        text = "\n".join(report_suites.memory_md({}, self._suite(True)))
+        self.assertIn("kept-alive 10: KiB/conn", text)
+        self.assertIn("answered 9–9 of 10", text)
+
+    def test_results_without_kept_alive_still_render(self):
+        text = "\n".join(report_suites.memory_md({}, self._suite(False)))
+        self.assertNotIn("kept-alive 10:", text)
+        self.assertIn("idle 10: KiB/conn", text)
 
 
 class TargetDir(unittest.TestCase):

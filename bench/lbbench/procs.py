@@ -3,6 +3,7 @@ group, every one stopped on every exit path; ports, readiness, /proc probes."""
 
 import atexit
 import os
+import re
 import resource
 import signal
 import socket
@@ -257,6 +258,35 @@ class IdleConnections:
         if pending:
             raise RuntimeError(f"{pending} of {n} connections to {port} not established in {timeout}s")
 
+    def request_each(self, path="/home", timeout=30.0):
+        """Sends one GET `path` on every held connection and reads each
+        whole response (its Content-Length), leaving the connections kept
+        alive between requests; returns how many were answered 2xx."""
+        import selectors
+        req = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            s.sendall(req)
+            sel.register(s, selectors.EVENT_READ, bytearray())
+        ok, pending = 0, len(self.socks)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.5):
+                buf = key.data
+                chunk = key.fileobj.recv(65536)
+                buf += chunk
+                done = not chunk
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end >= 0 and not done:
+                    length = parse_content_length(bytes(buf[:head_end]))
+                    done = length is not None and len(buf) - head_end - 4 >= length
+                if done:
+                    ok += bool(re.match(rb"HTTP/1\.1 2\d\d ", bytes(buf[:13])))
+                    sel.unregister(key.fileobj)
+                    pending -= 1
+        sel.close()
+        return ok
+
     def close(self):
         for s in self.socks:
             s.close()
@@ -264,3 +294,9 @@ class IdleConnections:
 
     def __len__(self):
         return len(self.socks)
+
+
+def parse_content_length(head):
+    """The Content-Length of a response head (bytes), or None."""
+    m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
+    return int(m.group(1)) if m else None

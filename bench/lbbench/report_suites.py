@@ -193,12 +193,15 @@ def memory_md(doc, s):
         text = f"{med / scale:.{digits}f}"
         return text if lo == hi else f"{text} ({lo / scale:.{digits}f}–{hi / scale:.{digits}f})"
 
-    cols = [f"idle {n:,}" for n in idle] + [f"active {n:,}" for n in active]
+    kept = idle if any("kept" in x for r in s["runs"] for x in r["rounds"]) else []
+    cols = [f"idle {n:,}" for n in idle] + [f"kept-alive {n:,}" for n in kept] + [f"active {n:,}" for n in active]
     lines = [
         "## Memory per connection",
         "",
         f"RSS of each proxy with 1 worker ({setup['rss']}). Idle: connections opened and held, nothing sent "
-        f"(one start, levels in increasing order); active: under `wrk` load at `/home` for "
+        f"(one start, levels in increasing order); kept-alive: each connection served one GET `/home` and then "
+        f"held idle between requests, as a browser's or a pooled client's spare connections are (a fresh start "
+        f"per level); active: under `wrk` load at `/home` for "
         f"{setup['active_duration_s']} s, each level from a fresh start. *KiB per connection* = {setup['per_connection']}"
         f" against the same start at rest. {setup['rounds']} alternating round(s): median (min–max). "
         f"RLIMIT_NOFILE {setup['nofile_limit']}.",
@@ -208,7 +211,7 @@ def memory_md(doc, s):
         "|---|---:|" + "---:|" * (2 * len(cols)),
     ]
     for r in ordered(s["runs"]):
-        keys = [f"idle_{n}" for n in idle] + [f"active_{n}" for n in active]
+        keys = [f"idle_{n}" for n in idle] + [f"kept_{n}" for n in kept] + [f"active_{n}" for n in active]
         lines.append(
             f"| {name(r['target'])} | {cell(r, 'baseline_kib', 1, 1024)} | "
             + " | ".join(cell(r, f"{k}_rss_kib", 1, 1024) for k in keys) + " | "
@@ -222,6 +225,14 @@ def memory_md(doc, s):
                                 "open descriptors when measured")
     if accepted:
         lines += ["", "Not every idle connection was accepted: " + "; ".join(accepted) + "."]
+    unanswered = []
+    for r in ordered(s["runs"]):
+        for n in kept:
+            got = [x["kept"][str(n)]["answered"] for x in r["rounds"] if str(n) in x.get("kept", {})]
+            if got and min(got) < n:
+                unanswered.append(f"{name(r['target'])} answered {min(got)}–{max(got)} of {n}")
+    if unanswered:
+        lines += ["", "Not every kept-alive connection got its 2xx: " + "; ".join(unanswered) + "."]
     return lines
 
 
@@ -317,7 +328,10 @@ def dimensions_svg(doc):
     if "memory" in su:
         runs = {r["target"]: r for r in su["memory"]["runs"]}
         setup = su["memory"]["setup"]
-        levels = [("idle", n) for n in setup["idle_levels"]] + [("active", n) for n in setup["active_levels"]]
+        levels = [("idle", n) for n in setup["idle_levels"]]
+        if any("kept" in x for r in runs.values() for x in r["rounds"]):
+            levels += [("kept", n) for n in setup["idle_levels"]]
+        levels += [("active", n) for n in setup["active_levels"]]
         keys = [t for t in ORDER if t in runs]
         present.update(keys)
 

@@ -24,8 +24,9 @@ Suites (--suites, all by default; `--suites headline` for a quick run):
                 nginx origin (the backend binary has no payload endpoint)
   replicas100   100 replicas (one static nginx on 100 ports): every policy
                 of ours beside HAProxy roundrobin and leastconn
-  memory        RSS at rest, at 500 and 10,000 idle and active connections,
-                and KiB per connection
+  memory        RSS at rest, at 500 and 10,000 idle (nothing sent),
+                kept-alive (one GET each, then idle) and active
+                connections, and KiB per connection
   tls           TLS termination and HTTP/2 (each proxy with the same
                 certificate): TLS keep-alive req/s (wrk), new TLS handshakes
                 per second (h2load --h1, Connection: close), h2 req/s
@@ -133,7 +134,7 @@ def parser():
     g.add_argument("--policies", help="our policies for the many-replica suite (default: all, from balancer --help)")
     g.add_argument("--tls-connections", type=int, default=50, help="connections of the TLS and h2 runs")
     g.add_argument("--tls-handshakes", type=int, default=20000, help="new connections per handshake run")
-    g.add_argument("--memory-levels", default="500,10000", help="idle and active connection counts")
+    g.add_argument("--memory-levels", default="500,10000", help="idle, kept-alive and active connection counts")
     return ap
 
 

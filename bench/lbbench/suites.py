@@ -198,11 +198,13 @@ def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
     """RSS of a proxy (1 worker) at rest and then with each number of idle
     connections (opened and held, nothing sent; one start, levels in
     increasing order), and, each from a fresh start (freed memory is not
-    always given back), under load with each number of active connections
-    (peak of samples every 0.1 s). KiB per connection = (RSS at N - RSS of
-    the same start at rest) / N."""
+    always given back), with each number of kept-alive connections (each
+    served one GET, then held idle between requests: what a browser's or
+    a pooled client's spare connections cost) and under load with each
+    number of active connections (peak of samples every 0.1 s). KiB per
+    connection = (RSS at N - RSS of the same start at rest) / N."""
     top = max([*idle_levels, *active_levels])
-    r = {"idle": {}, "active": {}}
+    r = {"idle": {}, "kept": {}, "active": {}}
     proc, port, pids, base = _rest(target, setup, top, settle)
     r["baseline_kib"] = base
     idle = procs.IdleConnections()
@@ -218,6 +220,19 @@ def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
     finally:
         idle.close()
         procs.stop(proc)
+    for n in sorted(idle_levels):
+        proc, port, pids, base = _rest(target, setup, top, settle)
+        kept = procs.IdleConnections()
+        try:
+            kept.open(port, n)
+            answered = kept.request_each()
+            time.sleep(settle)
+            rss = procs.rss_kib(pids)
+            r["kept"][str(n)] = {"rss_kib": rss, "answered": answered,
+                                 "kib_per_connection": round((rss - base) / n, 2)}
+        finally:
+            kept.close()
+            procs.stop(proc)
     for n in sorted(active_levels):
         proc, port, pids, base = _rest(target, setup, top, settle)
         try:
@@ -238,7 +253,7 @@ def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
 def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500, 10000), duration=3):
     def describe(r):
         parts = [f"base {r['baseline_kib'] / 1024:.1f} MiB"]
-        for state in ("idle", "active"):
+        for state in ("idle", "kept", "active"):
             parts += [f"{state} {n}: {x['rss_kib'] / 1024:.1f} MiB ({x['kib_per_connection']} KiB/conn)"
                       for n, x in r[state].items()]
         return ", ".join(parts)
@@ -249,8 +264,8 @@ def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500,
     for name, rs in runs.items():
         summary = {"target": name, "rounds": rs}
         cells = {"baseline_kib": [r["baseline_kib"] for r in rs]}
-        for state in ("idle", "active"):
-            for n in rs[0][state]:
+        for state in ("idle", "kept", "active"):
+            for n in rs[0].get(state, {}):
                 cells[f"{state}_{n}_rss_kib"] = [r[state][n]["rss_kib"] for r in rs]
                 cells[f"{state}_{n}_kib_per_connection"] = [r[state][n]["kib_per_connection"] for r in rs]
         summary["median"] = {k: sorted(v)[len(v) // 2] for k, v in cells.items()}
