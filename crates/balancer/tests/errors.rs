@@ -302,6 +302,124 @@ async fn shutdown_closes_connections_that_never_sent_a_byte() {
 }
 
 #[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_then_closes_its_connection() {
+    let slow = local_backend("slow", 800).await;
+    let (lb, _) = over(vec![slow.url.clone()], "round-robin", |c| {
+        c.drain_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let since = tokio::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::spawn(lb.stop());
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) =
+        tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await
+    {
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    assert!(reply.contains("Hello from Server: slow"), "{reply:?}");
+    // The read loop above ended on the close, after the answer, and well
+    // before the drain timeout.
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        since.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("shutdown ends once the request has")
+        .expect("join");
+}
+
+#[tokio::test]
+async fn shutdown_closes_kept_alive_connections_between_requests_at_once() {
+    let live = local_backend("live", 0).await;
+    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
+        c.drain_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = socket.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let since = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), lb.stop())
+        .await
+        .expect("an idle kept-alive connection held the shutdown up");
+    let closed = closed_after(&mut socket, since, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some(),
+        "a kept-alive connection outlived the shutdown"
+    );
+}
+
+/// Writes `parts` to a new connection with a pause between them and
+/// returns the first bytes of the answer.
+async fn split_send(lb: &balancer::Running, parts: &[&[u8]]) -> Vec<u8> {
+    let mut socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    for part in parts {
+        socket.write_all(part).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn http2_and_http1_are_told_apart_however_the_first_bytes_are_split() {
+    // The plain listener tells h2c (prior knowledge) from HTTP/1.1 by the
+    // first bytes; a preface or a request line split across writes must
+    // not be mistaken (`POST` begins as `PRI` does).
+    let live = local_backend("live", 0).await;
+    let (lb, _) = over(vec![live.url.clone()], "round-robin", |_| {}).await;
+    let settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let h2 = split_send(
+        &lb,
+        &[b"P", b"RI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n", settings],
+    )
+    .await;
+    // The server's preface: a SETTINGS frame (type 4 in the 4th byte).
+    assert!(h2.len() >= 9 && h2[3] == 4, "{h2:?}");
+    let h1 = split_send(
+        &lb,
+        &[
+            b"P",
+            b"OST /home HTTP/1.1\r\nHost: lb\r\ncontent-length: 0\r\n\r\n",
+        ],
+    )
+    .await;
+    assert!(
+        h1.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&h1)
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn static_orchestrator_refuses_add_and_rm() {
     let a = local_backend("a", 0).await;
     let (lb, url) = over(vec![a.url.clone()], "round-robin", |_| {}).await;

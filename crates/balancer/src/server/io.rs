@@ -26,6 +26,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+use super::First;
 use crate::activity::Activity;
 
 /// The client-side timeouts of a connection.
@@ -52,16 +53,21 @@ pub struct ClientIo<T> {
     /// Since when a write has been waiting for the client to read.
     write_blocked: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
+    /// The bytes read before hyper took over, given to it first.
+    first: First,
+    /// How many of them hyper has been given.
+    first_given: usize,
 }
 
 impl<T> ClientIo<T> {
     /// `accepted`: when the connection was accepted, where its first
-    /// head's timeout starts.
-    pub fn new(
+    /// head's timeout starts; `first`: what was read from it since.
+    pub(crate) fn new(
         inner: T,
         timeouts: ClientTimeouts,
         activity: Arc<Activity>,
         accepted: Instant,
+        first: First,
     ) -> Self {
         let now = Instant::now();
         let head_of = activity.started();
@@ -76,6 +82,8 @@ impl<T> ClientIo<T> {
             read_timer: Box::pin(tokio::time::sleep_until(accepted + timeouts.header_read)),
             write_blocked: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
+            first,
+            first_given: 0,
         }
     }
 
@@ -115,6 +123,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let first = &this.first.as_slice()[this.first_given..];
+        if !first.is_empty() {
+            // Part of the first head, timed from the accept.
+            let n = first.len().min(buf.remaining());
+            buf.put_slice(&first[..n]);
+            this.first_given += n;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
