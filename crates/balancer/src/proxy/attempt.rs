@@ -11,14 +11,14 @@
 //! wait out the whole response timeout. Given up that way it counts as a
 //! reset connection: retried elsewhere when the request is idempotent.
 
-use std::{error::Error as _, time::Duration};
+use std::{error::Error as _, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use hyper::client::conn::http1::SendRequest;
+use crate::conns::Upstream;
 
 use super::{
     Proxy, UPSTREAM_IDLE, connector,
@@ -45,11 +45,14 @@ enum GaveUp {
 }
 
 /// What one attempt came to.
+// Returned once per attempt and taken apart at once: boxing the answer
+// would cost an allocation per request to save a few bytes of stack.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Outcome {
     /// The replica answered; the request stays counted in flight on it
     /// until the response body has been relayed.
     /// With the connection it came on when that may be kept (HTTP/1.1).
-    Answered(Response<Incoming>, InFlight, Option<SendRequest<Body>>),
+    Answered(Response<Incoming>, InFlight, Option<Upstream>),
     /// The client's upload failed; nothing is the replica's fault.
     ClientFault(ClientFault),
     /// A pooled connection the replica had closed; not the replica's fault.
@@ -142,10 +145,10 @@ impl Proxy {
     /// hyper-util's (one multiplexed connection per replica).
     async fn exchange(
         &self,
-        replica: &Replica,
+        replica: &Arc<Replica>,
         upstream: Request<Body>,
         since: Instant,
-    ) -> Result<(Response<Incoming>, Option<SendRequest<Body>>), Failure> {
+    ) -> Result<(Response<Incoming>, Option<Upstream>), Failure> {
         match replica.protocol {
             Protocol::Http1 => exchange(&self.connect, replica, upstream, UPSTREAM_IDLE)
                 .await

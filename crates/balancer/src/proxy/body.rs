@@ -14,11 +14,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::{
-    body::{Frame, Incoming, SizeHint},
-    client::conn::http1::SendRequest,
-};
+use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::conns::Upstream;
 
 use super::{attempt::blame, grpc};
 use crate::{activity::RequestGuard, events::EventLog, replica::InFlight};
@@ -37,7 +36,7 @@ pub(super) struct InFlightBody {
     ended: bool,
     /// The connection the body comes on, back to its replica's pool once
     /// the body has ended (most idle connections kept per thread beside).
-    conn: Option<(SendRequest<axum::body::Body>, usize)>,
+    conn: Option<(Upstream, usize)>,
 }
 
 impl InFlightBody {
@@ -64,11 +63,7 @@ impl InFlightBody {
 
     /// Returns `conn` to the replica's idle connections when the body ends
     /// (at most `max_idle` kept per thread).
-    pub(super) fn keeping(
-        mut self,
-        conn: Option<SendRequest<axum::body::Body>>,
-        max_idle: usize,
-    ) -> Self {
+    pub(super) fn keeping(mut self, conn: Option<Upstream>, max_idle: usize) -> Self {
         self.conn = conn.map(|c| (c, max_idle));
         self
     }

@@ -163,14 +163,16 @@ impl Proxy {
     /// few seconds until `stop`: a replica no request reaches any more
     /// keeps no connection open for long.
     pub async fn sweep_idle(&self, stop: tokio_util::sync::CancellationToken) {
-        let mut every = tokio::time::interval(UPSTREAM_IDLE / 12);
+        // Often enough to park connections soon after they pass
+        // `PARK_AFTER`.
+        let mut every = tokio::time::interval(crate::conns::PARK_AFTER);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
             for replica in &self.pool.load().replicas {
-                replica.conns.sweep(UPSTREAM_IDLE);
+                replica.conns.sweep(UPSTREAM_IDLE, crate::conns::PARK_AFTER);
             }
         }
     }

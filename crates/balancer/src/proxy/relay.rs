@@ -2,7 +2,7 @@
 //! replica's response streamed through (its framing and hop-by-hop headers
 //! settled), or the answer to an upload the client broke.
 
-use hyper::client::conn::http1::SendRequest;
+use crate::conns::Upstream;
 
 use super::*;
 
@@ -35,7 +35,7 @@ impl Proxy {
         &self,
         resp: Response<Incoming>,
         in_flight: InFlight,
-        conn: Option<SendRequest<Body>>,
+        conn: Option<Upstream>,
         uri: &Uri,
         call: Call,
         request: Option<RequestGuard>,
