@@ -200,8 +200,8 @@ def memory_md(doc, s):
         "",
         f"RSS of each proxy with 1 worker ({setup['rss']}). Idle: connections opened and held, nothing sent "
         f"(one start, levels in increasing order); kept-alive: each connection served one GET `/home` and then "
-        f"held idle between requests, as a browser's or a pooled client's spare connections are (a fresh start "
-        f"per level); active: under `wrk` load at `/home` for "
+        f"held idle between requests for {setup.get('kept_idle_s', 1)} s, as a browser's or a pooled client's "
+        f"spare connections are (a fresh start per level); active: under `wrk` load at `/home` for "
         f"{setup['active_duration_s']} s, each level from a fresh start. *KiB per connection* = {setup['per_connection']}"
         f" against the same start at rest. {setup['rounds']} alternating round(s): median (min–max). "
         f"RLIMIT_NOFILE {setup['nofile_limit']}.",

@@ -194,13 +194,14 @@ def _rest(target, setup, top, settle):
     return proc, port, pids, procs.rss_kib(pids)
 
 
-def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
+def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0, kept_idle=3.0):
     """RSS of a proxy (1 worker) at rest and then with each number of idle
     connections (opened and held, nothing sent; one start, levels in
     increasing order), and, each from a fresh start (freed memory is not
     always given back), with each number of kept-alive connections (each
-    served one GET, then held idle between requests: what a browser's or
-    a pooled client's spare connections cost) and under load with each
+    served one GET, then held idle between requests for `kept_idle`
+    seconds: what a browser's or a pooled client's spare connections cost)
+    and under load with each
     number of active connections (peak of samples every 0.1 s). KiB per
     connection = (RSS at N - RSS of the same start at rest) / N."""
     top = max([*idle_levels, *active_levels])
@@ -226,7 +227,7 @@ def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
         try:
             kept.open(port, n)
             answered = kept.request_each()
-            time.sleep(settle)
+            time.sleep(kept_idle)
             rss = procs.rss_kib(pids)
             r["kept"][str(n)] = {"rss_kib": rss, "answered": answered,
                                  "kib_per_connection": round((rss - base) / n, 2)}
@@ -250,7 +251,8 @@ def memory_run(target, setup, idle_levels, active_levels, duration, settle=1.0):
     return r
 
 
-def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500, 10000), duration=3):
+def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500, 10000), duration=3,
+           kept_idle=3.0):
     def describe(r):
         parts = [f"base {r['baseline_kib'] / 1024:.1f} MiB"]
         for state in ("idle", "kept", "active"):
@@ -259,7 +261,7 @@ def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500,
         return ", ".join(parts)
 
     runs = alternate([Target(t) for t in targets], rounds,
-                     lambda t: memory_run(t, setup, idle_levels, active_levels, duration), describe)
+                     lambda t: memory_run(t, setup, idle_levels, active_levels, duration, kept_idle=kept_idle), describe)
     out = []
     for name, rs in runs.items():
         summary = {"target": name, "rounds": rs}
@@ -273,6 +275,7 @@ def memory(setup, targets, rounds, idle_levels=(500, 10000), active_levels=(500,
         summary["max"] = {k: max(v) for k, v in cells.items()}
         out.append(summary)
     return {"setup": {"threads": 1, "idle_levels": list(idle_levels), "active_levels": list(active_levels),
+                      "kept_idle_s": kept_idle,
                       "active_duration_s": duration, "rounds": rounds,
                       "rss": "sum of VmRSS over the proxy's processes; active: peak of samples every 0.1 s",
                       "per_connection": "(RSS at N - RSS at rest) / N, KiB",
