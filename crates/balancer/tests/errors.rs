@@ -232,19 +232,37 @@ async fn closed_after(
     }
 }
 
+/// A `--header-read-timeout` of `d`.
+fn head_timeout(d: Duration) -> impl FnOnce(&mut Config) {
+    move |c| c.limits.header_read_timeout = d
+}
+
+/// A balancer over one replica ("r", answering after `delay_ms`), `tweak`ed,
+/// and a raw connection to it, opened at the instant returned.
+async fn raw_client(
+    delay_ms: u64,
+    tweak: impl FnOnce(&mut Config),
+) -> (
+    common::LocalBackend,
+    balancer::Running,
+    tokio::net::TcpStream,
+    tokio::time::Instant,
+) {
+    let replica = local_backend("r", delay_ms).await;
+    let (lb, _) = over(vec![replica.url.clone()], "round-robin", tweak).await;
+    let since = tokio::time::Instant::now();
+    let socket = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    (replica, lb, socket, since)
+}
+
 #[tokio::test]
 async fn a_connection_that_never_sends_is_closed_at_the_head_timeout() {
     // Until its first byte a connection is held by a small future of its
     // own, before hyper's: that wait has the head timeout too.
-    let live = local_backend("live", 0).await;
-    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
-        c.limits.header_read_timeout = Duration::from_millis(300);
-    })
-    .await;
-    let since = tokio::time::Instant::now();
-    let mut socket = tokio::net::TcpStream::connect(lb.addr())
-        .await
-        .expect("connect");
+    let (_replica, lb, mut socket, since) =
+        raw_client(0, head_timeout(Duration::from_millis(300))).await;
     let closed = closed_after(&mut socket, since, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "a silent connection was held past 5 s");
     lb.stop().await;
@@ -254,15 +272,8 @@ async fn a_connection_that_never_sends_is_closed_at_the_head_timeout() {
 async fn the_head_timeout_runs_from_the_accept_not_from_the_first_byte() {
     // A client that waits before it starts its head gets no more time for
     // it: 2 s from the accept, not 2 s from its first byte (3.5 s).
-    let live = local_backend("live", 0).await;
-    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
-        c.limits.header_read_timeout = Duration::from_secs(2);
-    })
-    .await;
-    let since = tokio::time::Instant::now();
-    let mut socket = tokio::net::TcpStream::connect(lb.addr())
-        .await
-        .expect("connect");
+    let (_replica, lb, mut socket, since) =
+        raw_client(0, head_timeout(Duration::from_secs(2))).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     socket
         .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\nX-Slow: ")
@@ -280,15 +291,8 @@ async fn the_head_timeout_runs_from_the_accept_not_from_the_first_byte() {
 
 #[tokio::test]
 async fn shutdown_closes_connections_that_never_sent_a_byte() {
-    let live = local_backend("live", 0).await;
-    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
-        c.limits.header_read_timeout = Duration::from_secs(30);
-    })
-    .await;
-    let since = tokio::time::Instant::now();
-    let mut socket = tokio::net::TcpStream::connect(lb.addr())
-        .await
-        .expect("connect");
+    let (_replica, lb, mut socket, since) =
+        raw_client(0, head_timeout(Duration::from_secs(30))).await;
     // Let the balancer accept it before stopping.
     tokio::time::sleep(Duration::from_millis(200)).await;
     tokio::time::timeout(Duration::from_secs(5), lb.stop())
@@ -303,15 +307,10 @@ async fn shutdown_closes_connections_that_never_sent_a_byte() {
 
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish_then_closes_its_connection() {
-    let slow = local_backend("slow", 800).await;
-    let (lb, _) = over(vec![slow.url.clone()], "round-robin", |c| {
+    let (_replica, lb, mut socket, since) = raw_client(800, |c| {
         c.drain_timeout = Duration::from_secs(20);
     })
     .await;
-    let since = tokio::time::Instant::now();
-    let mut socket = tokio::net::TcpStream::connect(lb.addr())
-        .await
-        .expect("connect");
     socket
         .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
         .await
@@ -327,7 +326,7 @@ async fn shutdown_lets_a_request_in_flight_finish_then_closes_its_connection() {
     }
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
-    assert!(reply.contains("Hello from Server: slow"), "{reply:?}");
+    assert!(reply.contains("Hello from Server: r"), "{reply:?}");
     // The read loop above ended on the close, after the answer, and well
     // before the drain timeout.
     assert!(
@@ -343,14 +342,10 @@ async fn shutdown_lets_a_request_in_flight_finish_then_closes_its_connection() {
 
 #[tokio::test]
 async fn shutdown_closes_kept_alive_connections_between_requests_at_once() {
-    let live = local_backend("live", 0).await;
-    let (lb, _) = over(vec![live.url.clone()], "round-robin", |c| {
+    let (_replica, lb, mut socket, _) = raw_client(0, |c| {
         c.drain_timeout = Duration::from_secs(20);
     })
     .await;
-    let mut socket = tokio::net::TcpStream::connect(lb.addr())
-        .await
-        .expect("connect");
     socket
         .write_all(b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n")
         .await
