@@ -148,7 +148,9 @@ impl Conns {
 
     /// Takes back the socket of a connection the pool parked (its task
     /// ended once the pool dropped its sender). It goes under the ready
-    /// ones, which idled less; its idle time counts from now.
+    /// ones, which idled less; its idle time counts from now. Not checked
+    /// against `put`'s `max`: it stands for an entry the sweep took out,
+    /// so a list holds at most twice `max` while parks are on their way.
     pub fn park(&self, io: TokioIo<TcpStream>) {
         if !quiet(&io) {
             return;
