@@ -63,7 +63,12 @@ pub(super) async fn exchange(
     loop {
         let (mut up, reused) = match replica.conns.take(max_idle) {
             Some(Taken::Ready(up)) => (up, true),
-            Some(Taken::Parked(io)) => (connect.start(io, replica).await?, true),
+            // A parked socket that cannot be made ready is not the
+            // replica's failure: the next one, or a new connection.
+            Some(Taken::Parked(io)) => match connect.start(io, replica).await {
+                Ok(up) => (up, true),
+                Err(_) => continue,
+            },
             None => (connect.open(replica).await?, false),
         };
         // A connection comes back as its last body ends; hyper may not

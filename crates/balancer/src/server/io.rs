@@ -26,7 +26,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::First;
+use super::conn::First;
 use crate::activity::Activity;
 
 /// The client-side timeouts of a connection.
