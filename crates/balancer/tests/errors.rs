@@ -364,6 +364,102 @@ async fn shutdown_closes_kept_alive_connections_between_requests_at_once() {
     );
 }
 
+/// Client connections parked now, from `/lb/metrics` (asked on a
+/// connection of its own, which is busy, not parked).
+async fn parked(lb: &balancer::Running) -> u64 {
+    let text = common::client()
+        .get(format!("http://{}/lb/metrics", lb.addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("lb_connections_parked "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("lb_connections_parked in /lb/metrics")
+}
+
+/// Writes `bytes` on `socket` and reads the backend's answer to the GET
+/// they complete.
+async fn answer(socket: &mut tokio::net::TcpStream, bytes: &[u8]) -> String {
+    socket.write_all(bytes).await.expect("write");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("Hello from Server") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// Longer than a connection idles before it is parked (1 s).
+const PAST_PARKING: Duration = Duration::from_millis(1600);
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_parked_and_serves_its_next_request() {
+    let (_replica, lb, mut socket, _) = raw_client(0, |c| {
+        c.drain_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let get = b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n";
+    assert!(answer(&mut socket, get).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(parked(&lb).await, 0, "parked while just used");
+    tokio::time::sleep(PAST_PARKING).await;
+    assert_eq!(parked(&lb).await, 1, "not parked after idling");
+    assert!(answer(&mut socket, get).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(parked(&lb).await, 0, "still parked once woken");
+    // A head begun before the connection is parked is finished after:
+    // what hyper had read of it is given back.
+    socket
+        .write_all(b"GET /home HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    tokio::time::sleep(PAST_PARKING).await;
+    assert!(
+        answer(&mut socket, b"st: lb\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Shutdown closes a parked connection at once.
+    tokio::time::sleep(PAST_PARKING).await;
+    assert_eq!(parked(&lb).await, 1);
+    let since = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), lb.stop())
+        .await
+        .expect("a parked connection held the shutdown up");
+    let closed = closed_after(&mut socket, since, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some(),
+        "a parked connection outlived the shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_connection_still_closes_at_the_idle_timeout() {
+    let (_replica, lb, mut socket, _) = raw_client(0, |c| {
+        c.limits.client_idle_timeout = Duration::from_millis(2500);
+    })
+    .await;
+    answer(&mut socket, b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+    let since = tokio::time::Instant::now();
+    tokio::time::sleep(PAST_PARKING).await;
+    assert_eq!(parked(&lb).await, 1);
+    let closed = closed_after(&mut socket, since, Duration::from_secs(8))
+        .await
+        .expect("a parked connection outlived its idle timeout");
+    assert!(
+        closed >= Duration::from_millis(2400),
+        "closed {closed:?} after its last answer"
+    );
+    lb.stop().await;
+}
+
 /// Writes `parts` to a new connection with a pause between them and
 /// returns the first bytes of the answer.
 async fn split_send(lb: &balancer::Running, parts: &[&[u8]]) -> Vec<u8> {

@@ -362,6 +362,34 @@ async fn d09_upgrades_are_tunnelled_and_an_unasked_101_is_a_502() {
 }
 
 #[tokio::test]
+async fn d09_bytes_sent_right_behind_an_upgrade_request_reach_the_replica() {
+    // A client may send its first tunnelled bytes with the request head,
+    // in one write: what was read with the head goes to the replica first.
+    let up = raw_upstream(|_| {
+        Reply::Echo(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let (lb, addr) = over(&up, |_| {}).await;
+    let mut socket = TcpStream::connect(&addr).await.expect("connect");
+    socket
+        .write_all(b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\nsent early")
+        .await
+        .expect("write");
+    let reply = read_for(&mut socket, Duration::from_millis(800)).await;
+    assert!(status_line(&reply).starts_with("HTTP/1.1 101"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nsent early"), "{reply:?}");
+    socket.write_all(b" and late").await.expect("write");
+    assert_eq!(
+        read_for(&mut socket, Duration::from_millis(500)).await,
+        " and late"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn d10_the_admin_api_can_listen_apart() {
     let up = raw_upstream(|_| ok("from the replica")).await;
     let (lb, addr) = over(&up, |c| c.admin_listen = Some("127.0.0.1:0".into())).await;

@@ -250,6 +250,13 @@ impl Collector for Scrape {
             MetricType::Gauge,
         )?;
         ConstGauge::new(get(&m.connections)).encode(d)?;
+        let d = e.encode_descriptor(
+            "lb_connections_parked",
+            "Client connections open now and parked: idle over 1 s, held as their bare socket.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(get(&m.connections_parked)).encode(d)?;
         let mut d = e.encode_descriptor(
             "lb_pool_replicas",
             "Replicas in the pool, by health.",

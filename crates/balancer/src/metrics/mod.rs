@@ -38,6 +38,8 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Client connections accepted since start.
     pub connections_accepted: AtomicU64,
+    /// Client connections open now and parked: idle, held as their socket.
+    pub connections_parked: AtomicU64,
     pub abandoning_connections: AtomicU64,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: AtomicU64,
@@ -67,6 +69,12 @@ impl Metrics {
         OpenConnection(self.clone())
     }
 
+    /// A client connection is parked until the guard drops.
+    pub fn connection_parked(&self) -> ParkedConnection<'_> {
+        self.connections_parked.fetch_add(1, Ordering::Relaxed);
+        ParkedConnection(self)
+    }
+
     #[inline]
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -85,5 +93,15 @@ pub struct OpenConnection(std::sync::Arc<Metrics>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A parked client connection, counted in `lb_connections_parked`.
+#[derive(Debug)]
+pub struct ParkedConnection<'a>(&'a Metrics);
+
+impl Drop for ParkedConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_parked.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -56,6 +56,7 @@ use tokio::time::Instant;
 
 pub use observe::Arrival;
 pub use payload::RETRY_BUFFER;
+pub use tunnel::{ClientStream, Handover};
 pub use upload::{ClientFault, UploadLimits};
 
 use crate::{
@@ -203,7 +204,8 @@ impl Proxy {
         let upgrade = tunnel::wants_upgrade(req.version(), req.headers())
             .then(|| {
                 let protocol = req.headers().get(http::header::UPGRADE).cloned()?;
-                Some((hyper::upgrade::on(&mut req), protocol))
+                let handover = req.extensions_mut().remove::<tunnel::Handover>()?;
+                Some((handover, protocol))
             })
             .flatten();
         let (mut parts, body) = req.into_parts();
@@ -217,9 +219,9 @@ impl Proxy {
             Ok((payload, upload)) => {
                 headers::prepare_headers(&mut parts.headers, client.addr, client.proto);
                 match upgrade {
-                    Some((on_upgrade, protocol)) => {
+                    Some((handover, protocol)) => {
                         let to = tunnel::Upgrade {
-                            client: on_upgrade,
+                            client: handover,
                             protocol,
                             request,
                         };

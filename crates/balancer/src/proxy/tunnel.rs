@@ -9,12 +9,18 @@
 //! on its replica for its whole life, so `/rm` drains it (up to the drain
 //! timeout) like any other request. A replica that answers anything else is
 //! relayed as a normal response.
+//!
+//! The client's side is not hyper's upgrade: hyper serves client
+//! connections without it, so that an idle one can be parked (hyper hands
+//! the socket back only then). The tunnel asks the connection's
+//! [`Handover`] for the socket, and the connection gives it, with what the
+//! client sent after its request head, once the 101 is out.
 
 use std::{
     io,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -22,21 +28,71 @@ use std::{
 };
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
+    sync::oneshot,
     time::Instant,
 };
 
 use crate::{activity::RequestGuard, metrics::Metrics, replica::InFlight};
 
+/// A client connection's stream, once hyper has let go of it.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// A client connection handed to its tunnel, and the bytes hyper had read
+/// past the upgrade request's head: the client's first tunnelled bytes.
+type Switched = (Box<dyn ClientStream>, Bytes);
+
+/// Where a client connection's HTTP/1.1 server and a tunnel meet: the
+/// tunnel, as it answers 101, asks for the connection
+/// ([`Handover::expect`]); the server, once hyper has sent the 101 and let
+/// go, gives it ([`Handover::give`]). One per HTTP/1.1 connection, put in
+/// the extensions of its upgrade requests only.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Mutex<Option<oneshot::Sender<Switched>>>>);
+
+impl Handover {
+    /// Asks for the connection; resolves once the 101 is out (an error if
+    /// the connection ended first).
+    fn expect(&self) -> oneshot::Receiver<Switched> {
+        let (tx, rx) = oneshot::channel();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// Gives `stream` and the bytes read past the 101's request (`read`)
+    /// to the tunnel that asked for them; `false` if none did.
+    pub fn give(&self, stream: Box<dyn ClientStream>, read: Bytes) -> bool {
+        let asked = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        asked.is_some_and(|tx| tx.send((stream, read)).is_ok())
+    }
+
+    /// Whether a tunnel waits for the connection.
+    pub fn expected(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
 /// The client's side of an upgrade request.
 pub(super) struct Upgrade {
-    /// Resolves to the client's connection once the 101 has been sent.
-    pub client: OnUpgrade,
+    /// Gives the client's connection once the 101 has been sent.
+    pub client: Handover,
     /// Its `Upgrade` header (`websocket`, ...).
     pub protocol: HeaderValue,
     /// Its place on the client connection: a tunnel is a request in
@@ -107,17 +163,26 @@ pub(super) fn join(
     metrics: Arc<Metrics>,
 ) {
     let upstream = hyper::upgrade::on(replica);
+    let client = to.client.expect();
     tokio::spawn(async move {
         let _held = (in_flight, to.request);
-        let (Ok(client), Ok(upstream)) = tokio::join!(to.client, upstream) else {
+        let (Ok((client, sent)), Ok(upstream)) = tokio::join!(client, upstream) else {
             tracing::debug!("an upgrade did not complete; no tunnel");
             return;
         };
         Metrics::inc(&metrics.tunnels);
         let last = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
-        let mut client = Stamped::new(TokioIo::new(client), last.clone(), epoch);
+        let mut client = Stamped::new(client, last.clone(), epoch);
         let mut upstream = Stamped::new(TokioIo::new(upstream), last.clone(), epoch);
+        // What the client sent right behind its upgrade request, read
+        // with the head: the tunnel's first bytes.
+        if !sent.is_empty()
+            && let Err(e) = upstream.write_all(&sent).await
+        {
+            tracing::debug!(error = %e, "tunnel ended with an error");
+            return;
+        }
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         let watchdog = async {
             loop {

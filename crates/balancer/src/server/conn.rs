@@ -1,21 +1,49 @@
 //! One client connection, from its accept to its end: the wait for its
 //! first bytes (which also tell HTTP/1.1 from h2c on the plain listener),
-//! the TLS handshake, then hyper's HTTP/1.1 (with upgrades) or HTTP/2
-//! until it ends or shutdown asks it to finish what is in flight.
+//! the TLS handshake, then hyper's HTTP/1.1 or HTTP/2 until it ends or
+//! shutdown asks it to finish what is in flight.
+//!
+//! A plain HTTP/1.1 connection idle for [`PARK_AFTER`] is parked, as idle
+//! upstream connections are (`conns`): hyper lets go of it between two
+//! requests, its state (buffers, the in-flight slot, about 30 KiB) is
+//! dropped, and the connection waits as its socket until the client sends
+//! again, when hyper's state is built anew with whatever hyper had already
+//! read given back first. A kept-alive connection then costs what a new
+//! one does. hyper hands a socket back only on a connection served without
+//! its upgrade support, so upgrades (WebSocket) take the socket the same
+//! way, through the tunnel's [`Handover`]. TLS connections are not parked:
+//! their session holds state of its own that readiness of the socket does
+//! not show.
 
 use std::{pin::Pin, sync::Arc};
 
 use axum::{Router, body::Body};
+use bytes::Bytes;
 use hyper::{
     body::Incoming,
     server::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{net::TcpStream, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::TcpStream,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{ServeOptions, handle, io::ClientIo};
-use crate::{activity::Activity, admin::App, metrics::Metrics, proxy::ClientInfo, tls::Tls};
+use crate::{
+    activity::Activity,
+    admin::App,
+    metrics::Metrics,
+    proxy::{ClientInfo, Handover},
+    tls::Tls,
+};
+
+/// How long a plain HTTP/1.1 connection idles before it is parked; the
+/// upstream pool's own threshold, for the same reason: a busy connection
+/// never idles that long, so the hot path never rebuilds hyper's state.
+pub const PARK_AFTER: std::time::Duration = crate::conns::PARK_AFTER;
 
 /// How connections are served: HTTP/1.1 and HTTP/2, with the limits.
 pub(super) struct Builders {
@@ -64,7 +92,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A connection's first bytes, read to learn that it is in use and, on the
 /// plain listener, which HTTP it speaks; handed back to hyper by
 /// [`ClientIo`] as if unread.
-pub(crate) struct First {
+struct First {
     bytes: [u8; H2_PREFACE.len()],
     len: usize,
 }
@@ -95,7 +123,7 @@ impl First {
     }
 
     /// The bytes read.
-    pub(super) fn as_slice(&self) -> &[u8] {
+    fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 
@@ -146,30 +174,57 @@ impl Connection {
         let client = info.addr;
         let _ = tcp.set_nodelay(true);
         let activity = Activity::new(options.max_abandoned);
-        let h2_preface = first.is_h2_preface();
+        let h2 = first.is_h2_preface();
+        let first = Bytes::copy_from_slice(first.as_slice());
         let io = ClientIo::new(tcp, options.timeouts, activity.clone(), accepted, first);
+        // HTTP/2 has no upgrades (RFC 9113 8.6).
+        let handover = (!h2).then(Handover::default);
         let service = hyper::service::service_fn({
             let app = app.clone();
             let role = options.role;
             let activity = activity.clone();
-            move |req| handle(app.clone(), &router, role, info, &activity, req)
+            let handover = handover.clone();
+            move |req| {
+                // Boxed: hyper hands a connection back (to park it) only if
+                // its service's future is `Unpin`. One allocation a request,
+                // where hyper would otherwise keep room for the future on
+                // every connection, busy or not.
+                Box::pin(handle(
+                    app.clone(),
+                    &router,
+                    role,
+                    info,
+                    &activity,
+                    handover.as_ref(),
+                    req,
+                ))
+            }
         });
-        let metrics = app.metrics.clone();
+        let http = Http {
+            builders: &builders,
+            stop: &stop,
+            activity: &activity,
+            metrics: &app.metrics,
+        };
         let handshake_by = accepted + options.timeouts.header_read;
         let served = async {
-            match tls {
-                None => http(TokioIo::new(io), h2_preface, &builders, service, &stop).await,
+            match (tls, handover) {
+                (None, None) => http.h2(TokioIo::new(io), service).await,
+                (None, Some(handover)) => http.parking_h1(io, service, &handover).await,
                 // Boxed: a TLS connection's state (the handshake, the
                 // rustls session) is larger than a plain one's, and
                 // inline it would size every plain connection's task.
-                Some(tls) => {
+                (Some(tls), handover) => {
                     Box::pin(async move {
                         let stream = tokio::time::timeout_at(handshake_by, tls.acceptor.accept(io))
                             .await
                             .map_err(|_| "TLS handshake timed out".to_owned())?
                             .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        http(TokioIo::new(stream), h2, &builders, service, &stop).await
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            return http.h2(TokioIo::new(stream), service).await;
+                        }
+                        let handover = handover.unwrap_or_default();
+                        http.h1(stream, service, &handover, false).await.map(|_| ())
                     })
                     .await
                 }
@@ -180,54 +235,141 @@ impl Connection {
                 tracing::trace!(%client, error = %e, "client connection ended with an error");
             },
             () = activity.killed() => {
-                Metrics::inc(&metrics.abandoning_connections);
+                Metrics::inc(&app.metrics.abandoning_connections);
                 tracing::debug!(%client, abandoned = activity.abandoned(), "connection closed for abandoning its requests");
             }
         }
     }
 }
 
-/// Serves HTTP/2 (`h2`) or HTTP/1.1 with upgrades on `io` until the
-/// connection ends; once `stop` fires, requests in flight finish and the
-/// connection closes (HTTP/2: GOAWAY).
-async fn http<I, S>(
-    io: I,
-    h2: bool,
-    builders: &Builders,
-    service: S,
-    stop: &CancellationToken,
-) -> Result<(), String>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let result = if h2 {
-        let conn = builders.h2.serve_connection(io, service);
-        until_stopped(conn, stop, |c| c.graceful_shutdown()).await
-    } else {
-        let conn = builders.h1.serve_connection(io, service).with_upgrades();
-        until_stopped(conn, stop, |c| c.graceful_shutdown()).await
-    };
-    result.map_err(|e| e.to_string())
+/// What serving HTTP on one connection needs besides the connection.
+struct Http<'a> {
+    builders: &'a Builders,
+    /// Shutdown: requests in flight finish, then the connection closes.
+    stop: &'a CancellationToken,
+    activity: &'a Activity,
+    metrics: &'a Metrics,
 }
 
-/// Runs `conn` to its end, asking it to shut down gracefully once `stop`
-/// fires.
-async fn until_stopped<C, E>(
-    conn: C,
-    stop: &CancellationToken,
-    shutdown: impl FnOnce(Pin<&mut C>),
-) -> Result<(), E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => return result,
-        () = stop.cancelled() => {}
+/// How serving HTTP/1.1 with hyper ended.
+enum H1End<T> {
+    /// The connection closed, or went to a tunnel.
+    Done,
+    /// Idle for [`PARK_AFTER`]: hyper let go of the socket, which is given
+    /// back with what hyper had read of it.
+    Parked(T, Bytes),
+}
+
+impl Http<'_> {
+    /// Serves HTTP/2 on `io` until the connection ends; once `stop` fires,
+    /// streams in flight finish and the connection closes (GOAWAY).
+    async fn h2<I, S>(&self, io: I, service: S) -> Result<(), String>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = Body> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn = self.builders.h2.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return result.map_err(|e| e.to_string()),
+            () = self.stop.cancelled() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        conn.await.map_err(|e| e.to_string())
     }
-    shutdown(conn.as_mut());
-    conn.await
+
+    /// Serves HTTP/1.1 on a plain connection until it ends, parking it
+    /// whenever it idles for [`PARK_AFTER`].
+    async fn parking_h1<S>(
+        &self,
+        mut io: ClientIo<TcpStream>,
+        service: S,
+        handover: &Handover,
+    ) -> Result<(), String>
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Unpin + Send + 'static,
+        S::Future: Unpin + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        loop {
+            let (back, read) = match self.h1(io, service.clone(), handover, true).await? {
+                H1End::Done => return Ok(()),
+                H1End::Parked(io, read) => (io, read),
+            };
+            io = back;
+            io.replay(read);
+            let _parked = self.metrics.connection_parked();
+            tokio::select! {
+                woken = io.parked() => woken.map_err(|e| e.to_string())?,
+                () = self.stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 on `io` with hyper until the connection ends, goes
+    /// to a tunnel, or (`park`) idles for [`PARK_AFTER`] between requests.
+    /// Once `stop` fires, the request in flight finishes and the
+    /// connection closes.
+    async fn h1<T, S>(
+        &self,
+        io: T,
+        service: S,
+        handover: &Handover,
+        park: bool,
+    ) -> Result<H1End<T>, String>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = Body> + Unpin + Send + 'static,
+        S::Future: Unpin + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // Boxed: while the connection is parked, none of hyper's state is
+        // held, nor room for it in the task.
+        let mut conn = Box::new(self.builders.h1.serve_connection(TokioIo::new(io), service));
+        let mut stopping = std::pin::pin!(self.stop.cancelled());
+        let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
+        let (mut stopped, mut parked) = (false, false);
+        let served = std::future::poll_fn(|cx| {
+            if !stopped && stopping.as_mut().poll(cx).is_ready() {
+                stopped = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+            }
+            // Checked once a PARK_AFTER at most, not on every request.
+            while park && !stopped && !parked && idle_check.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                let due = if self.activity.busy() {
+                    now + PARK_AFTER
+                } else {
+                    self.activity.idle_since() + PARK_AFTER
+                };
+                if due <= now {
+                    // hyper is between two requests: it closes the
+                    // connection's HTTP state and hands the socket back.
+                    parked = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                } else {
+                    idle_check.as_mut().reset(due);
+                }
+            }
+            conn.poll_without_shutdown(cx)
+        })
+        .await;
+        served.map_err(|e| e.to_string())?;
+        let http1::Parts { io, read_buf, .. } = conn.into_parts();
+        let mut io = io.into_inner();
+        if handover.expected() {
+            // The 101 is out: the connection is the tunnel's now.
+            handover.give(Box::new(io), read_buf);
+            return Ok(H1End::Done);
+        }
+        if parked && !stopped {
+            return Ok(H1End::Parked(io, read_buf));
+        }
+        // What hyper does at a connection's end, left to us by
+        // `poll_without_shutdown`: FIN (TLS: close_notify first).
+        let _ = io.shutdown().await;
+        Ok(H1End::Done)
+    }
 }

@@ -11,7 +11,9 @@
 //!   upstream connection behind it, forever).
 //!
 //! Bodies have their own bounds (`proxy::upload`). Whether a request is in
-//! flight comes from [`Activity`].
+//! flight comes from [`Activity`]. The same deadlines hold while the
+//! connection is parked ([`ClientIo::parked`]), so parking changes what an
+//! idle connection costs, not how long it may idle.
 
 use std::{
     io,
@@ -21,12 +23,13 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
     time::{Instant, Sleep},
 };
 
-use super::conn::First;
 use crate::activity::Activity;
 
 /// The client-side timeouts of a connection.
@@ -53,10 +56,9 @@ pub struct ClientIo<T> {
     /// Since when a write has been waiting for the client to read.
     write_blocked: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
-    /// The bytes read before hyper took over, given to it first.
-    first: First,
-    /// How many of them hyper has been given.
-    first_given: usize,
+    /// Bytes read before hyper (re)took the connection, given to it first:
+    /// the first bytes, or what hyper had read when it let go.
+    replay: Bytes,
 }
 
 impl<T> ClientIo<T> {
@@ -67,7 +69,7 @@ impl<T> ClientIo<T> {
         timeouts: ClientTimeouts,
         activity: Arc<Activity>,
         accepted: Instant,
-        first: First,
+        first: Bytes,
     ) -> Self {
         let now = Instant::now();
         let head_of = activity.started();
@@ -82,9 +84,34 @@ impl<T> ClientIo<T> {
             read_timer: Box::pin(tokio::time::sleep_until(accepted + timeouts.header_read)),
             write_blocked: None,
             write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
-            first,
-            first_given: 0,
+            replay: first,
         }
+    }
+
+    /// Gives `read` back, to be read again before anything else: what
+    /// hyper had read when it let go of the connection.
+    pub(crate) fn replay(&mut self, read: Bytes) {
+        self.replay = if self.replay.is_empty() {
+            read
+        } else {
+            // hyper read these first; what it had not asked for yet follows.
+            let mut both = BytesMut::from(read);
+            both.extend_from_slice(&self.replay);
+            both.freeze()
+        };
+    }
+
+    /// Turns waiting for the client's next bytes into an error once the
+    /// deadline of [`Self::read_deadline`] has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some((deadline, why)) = self.read_deadline() else {
+            return Poll::Pending;
+        };
+        if self.read_timer.deadline() != deadline {
+            self.read_timer.as_mut().reset(deadline);
+        }
+        ready!(self.read_timer.as_mut().poll(cx));
+        Poll::Ready(timed_out(why))
     }
 
     /// When waiting for the client's next bytes stops being acceptable,
@@ -123,12 +150,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let first = &this.first.as_slice()[this.first_given..];
-        if !first.is_empty() {
-            // Part of the first head, timed from the accept.
-            let n = first.len().min(buf.remaining());
-            buf.put_slice(&first[..n]);
-            this.first_given += n;
+        if !this.replay.is_empty() {
+            // Read earlier, timed as it was then.
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -153,16 +179,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                     this.head_started = None;
                     return Poll::Pending;
                 }
-                let Some((deadline, why)) = this.read_deadline() else {
-                    return Poll::Pending;
-                };
-                if this.read_timer.deadline() != deadline {
-                    this.read_timer.as_mut().reset(deadline);
-                }
-                ready!(this.read_timer.as_mut().poll(cx));
-                Poll::Ready(Err(timed_out(why)))
+                this.poll_deadline(cx).map(Err)
             }
         }
+    }
+}
+
+impl ClientIo<TcpStream> {
+    /// Waits, while nothing of hyper's is held for the connection, until
+    /// the client sends again (at once if bytes read earlier wait), or
+    /// fails at the idle or head deadline as a read would.
+    pub(crate) async fn parked(&mut self) -> io::Result<()> {
+        if !self.replay.is_empty() {
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| {
+            // Readable includes the client's close: hyper then sees it.
+            if self.inner.poll_read_ready(cx)?.is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            self.poll_deadline(cx).map(Err)
+        })
+        .await
     }
 }
 

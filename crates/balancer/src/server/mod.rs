@@ -43,7 +43,7 @@ use crate::{
     config::Limits,
     error::failure,
     metrics::Metrics,
-    proxy::ClientInfo,
+    proxy::{ClientInfo, Handover},
     tls::Tls,
 };
 use io::ClientTimeouts;
@@ -179,9 +179,20 @@ fn handle(
     role: Role,
     info: ClientInfo,
     activity: &Arc<Activity>,
+    handover: Option<&Handover>,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<> {
     let guard = activity.start();
+    if let Some(handover) = handover
+        && req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+    {
+        // hyper saw an upgrade request (HTTP/1.1 with `Upgrade`): should
+        // the replica switch, the tunnel takes the connection from here.
+        req.extensions_mut().insert(handover.clone());
+    }
     let answering = activity.answering();
     let client = info.addr;
     let checked = request::check(&mut req);
