@@ -183,6 +183,8 @@ pub(super) fn join(
             tracing::debug!(error = %e, "tunnel ended with an error");
             return;
         }
+        // A view of hyper's whole read buffer.
+        drop(sent);
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         let watchdog = async {
             loop {

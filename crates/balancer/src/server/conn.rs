@@ -209,7 +209,9 @@ impl Connection {
         let handshake_by = accepted + options.timeouts.header_read;
         let served = async {
             match (tls, handover) {
-                (None, None) => http.h2(TokioIo::new(io), service).await,
+                // Boxed: HTTP/2's connection state is several times an
+                // HTTP/1.1 one's, and inline it would size every task.
+                (None, None) => Box::pin(http.h2(TokioIo::new(io), service)).await,
                 (None, Some(handover)) => http.parking_h1(io, service, &handover).await,
                 // Boxed: a TLS connection's state (the handshake, the
                 // rustls session) is larger than a plain one's, and
@@ -294,12 +296,16 @@ impl Http<'_> {
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         loop {
-            let (back, read) = match self.h1(io, service.clone(), handover, true).await? {
+            // Boxed: built anew each time the connection wakes, and let go
+            // of while it is parked.
+            let served = Box::pin(self.h1(io, service.clone(), handover, true));
+            let (back, read) = match served.await? {
                 H1End::Done => return Ok(()),
                 H1End::Parked(io, read) => (io, read),
             };
             io = back;
-            io.replay(read);
+            io.replay(&read);
+            drop(read);
             let _parked = self.metrics.connection_parked();
             tokio::select! {
                 woken = io.parked() => woken.map_err(|e| e.to_string())?,

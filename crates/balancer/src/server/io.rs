@@ -89,15 +89,19 @@ impl<T> ClientIo<T> {
     }
 
     /// Gives `read` back, to be read again before anything else: what
-    /// hyper had read when it let go of the connection.
-    pub(crate) fn replay(&mut self, read: Bytes) {
-        self.replay = if self.replay.is_empty() {
-            read
-        } else {
-            // hyper read these first; what it had not asked for yet follows.
-            let mut both = BytesMut::from(read);
-            both.extend_from_slice(&self.replay);
-            both.freeze()
+    /// hyper had read when it let go of the connection. Copied: `read` is
+    /// a view of hyper's whole read buffer (16 KiB), which it would keep.
+    pub(crate) fn replay(&mut self, read: &[u8]) {
+        self.replay = match (read.is_empty(), self.replay.is_empty()) {
+            (true, _) => std::mem::take(&mut self.replay),
+            (false, true) => Bytes::copy_from_slice(read),
+            (false, false) => {
+                // hyper read these first; what it had not asked for follows.
+                let mut both = BytesMut::with_capacity(read.len() + self.replay.len());
+                both.extend_from_slice(read);
+                both.extend_from_slice(&self.replay);
+                both.freeze()
+            }
         };
     }
 
@@ -263,5 +267,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    fn io(first: &'static [u8], rest: &'static [u8]) -> ClientIo<&'static [u8]> {
+        let long = Duration::from_secs(60);
+        let timeouts = ClientTimeouts {
+            idle: long,
+            header_read: long,
+            send: long,
+        };
+        let first = Bytes::from_static(first);
+        ClientIo::new(rest, timeouts, Activity::new(1), Instant::now(), first)
+    }
+
+    #[tokio::test]
+    async fn bytes_given_back_are_read_before_the_rest_in_order() {
+        let mut io = io(b"GET / HT", b" then the socket");
+        let mut two = [0u8; 2];
+        io.read_exact(&mut two).await.expect("read");
+        assert_eq!(&two, b"GE");
+        // hyper let go having read these, but not the first bytes' end.
+        io.replay(b"<hyper's>");
+        io.replay(b"");
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.expect("read");
+        assert_eq!(all, "<hyper's>T / HT then the socket");
     }
 }
