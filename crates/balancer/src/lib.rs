@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod latency;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod orchestrator;
 pub mod policy;

@@ -130,6 +130,7 @@ impl Connect {
                     if let Some(replica) = home.upgrade() {
                         replica.conns.park(parts.io);
                     }
+                    crate::memory::released();
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -306,6 +306,7 @@ impl Http<'_> {
             io = back;
             io.replay(&read);
             drop(read);
+            crate::memory::released();
             let _parked = self.metrics.connection_parked();
             tokio::select! {
                 woken = io.parked() => woken.map_err(|e| e.to_string())?,
