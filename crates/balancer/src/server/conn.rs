@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
+    sync::OwnedSemaphorePermit,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -73,16 +74,22 @@ impl Builders {
     }
 }
 
-/// What serving one client connection needs.
-pub(super) struct Connection {
+/// What every connection of a listener shares.
+pub(super) struct Listener {
     pub(super) app: Arc<App>,
     pub(super) router: Router,
-    pub(super) builders: Arc<Builders>,
+    pub(super) builders: Builders,
     pub(super) tls: Option<Tls>,
     pub(super) options: ServeOptions,
-    pub(super) client: ClientInfo,
     /// Shutdown: the connection finishes what is in flight, then closes.
     pub(super) stop: CancellationToken,
+}
+
+/// What serving one client connection needs: kept small, as a connection
+/// that has sent nothing yet costs this, its socket and a timer.
+pub(super) struct Connection {
+    pub(super) listener: Arc<Listener>,
+    pub(super) client: ClientInfo,
 }
 
 /// HTTP/2's connection preface (RFC 9113 3.4), what a client speaking it
@@ -141,20 +148,22 @@ impl Connection {
     /// boxed: connections opened ahead of use (a client's spare ones,
     /// pre-connects, a flood of empty ones) cost little. The head timeout
     /// runs from the accept.
-    pub(super) async fn run(self, tcp: TcpStream) {
-        let _open = self.app.metrics.connection_opened();
+    /// `permit`: its place under the listener's connection cap.
+    pub(super) async fn run(self, tcp: TcpStream, permit: OwnedSemaphorePermit) {
+        let _held = (permit, self.listener.app.metrics.connection_opened());
         let accepted = Instant::now();
+        let shared = &*self.listener;
         let first = tokio::select! {
             biased;
-            first = First::read(&tcp, self.tls.is_none()) => match first {
+            first = First::read(&tcp, shared.tls.is_none()) => match first {
                 Ok(Some(first)) => first,
                 Ok(None) | Err(_) => return,
             },
-            () = tokio::time::sleep_until(accepted + self.options.timeouts.header_read) => {
+            () = tokio::time::sleep_until(accepted + shared.options.timeouts.header_read) => {
                 tracing::trace!(client = %self.client.addr, "no request head in time");
                 return;
             }
-            () = self.stop.cancelled() => return,
+            () = shared.stop.cancelled() => return,
         };
         Box::pin(self.serve(tcp, first, accepted)).await;
     }
@@ -163,14 +172,18 @@ impl Connection {
     /// have been read: TLS handshake if any, then HTTP until it ends.
     async fn serve(self, tcp: TcpStream, first: First, accepted: Instant) {
         let Self {
+            listener,
+            client: info,
+        } = self;
+        let Listener {
             app,
-            router,
             builders,
             tls,
             options,
-            client: info,
             stop,
-        } = self;
+            ..
+        } = &*listener;
+        let options = *options;
         let client = info.addr;
         let _ = tcp.set_nodelay(true);
         let activity = Activity::new(options.max_abandoned);
@@ -180,7 +193,7 @@ impl Connection {
         // HTTP/2 has no upgrades (RFC 9113 8.6).
         let handover = (!h2).then(Handover::default);
         let service = hyper::service::service_fn({
-            let app = app.clone();
+            let listener = listener.clone();
             let role = options.role;
             let activity = activity.clone();
             let handover = handover.clone();
@@ -190,8 +203,8 @@ impl Connection {
                 // where hyper would otherwise keep room for the future on
                 // every connection, busy or not.
                 Box::pin(handle(
-                    app.clone(),
-                    &router,
+                    listener.app.clone(),
+                    &listener.router,
                     role,
                     info,
                     &activity,
@@ -201,14 +214,14 @@ impl Connection {
             }
         });
         let http = Http {
-            builders: &builders,
-            stop: &stop,
+            builders,
+            stop,
             activity: &activity,
             metrics: &app.metrics,
         };
         let handshake_by = accepted + options.timeouts.header_read;
         let served = async {
-            match (tls, handover) {
+            match (tls.clone(), handover) {
                 // Boxed: HTTP/2's connection state is several times an
                 // HTTP/1.1 one's, and inline it would size every task.
                 (None, None) => Box::pin(http.h2(TokioIo::new(io), service)).await,

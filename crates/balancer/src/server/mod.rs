@@ -118,12 +118,22 @@ pub async fn serve(
     options: ServeOptions,
     tls: Option<Tls>,
 ) {
-    let router = admin::router(app.clone());
+    let shared = Arc::new(conn::Listener {
+        router: admin::router(app.clone()),
+        builders: conn::Builders::new(&options),
+        app,
+        tls,
+        options,
+        stop: stop.clone(),
+    });
     // Every connection, to wait for at shutdown.
     let open = TaskTracker::new();
-    let builders = Arc::new(conn::Builders::new(&options));
     let cap = limit::ConnectionCap::new(options.max_connections);
-    let proto = if tls.is_some() { "https" } else { "http" };
+    let proto = if shared.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => break,
@@ -140,26 +150,16 @@ pub async fn serve(
             },
         };
         let conn = conn::Connection {
-            app: app.clone(),
-            router: router.clone(),
-            builders: builders.clone(),
-            tls: tls.clone(),
-            options,
+            listener: shared.clone(),
             client: ClientInfo {
                 addr: client,
                 proto,
             },
-            stop: stop.clone(),
         };
         let open = open.clone();
         // Built where the connection is served (a worker thread, see
         // `workers`): its timers and I/O belong to that thread's runtime.
-        crate::workers::serve(tcp, move |tcp| {
-            open.track_future(async move {
-                let _permit = permit;
-                conn.run(tcp).await;
-            })
-        });
+        crate::workers::serve(tcp, move |tcp| open.track_future(conn.run(tcp, permit)));
     }
     drop(listener);
     open.close();
