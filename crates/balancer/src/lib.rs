@@ -237,13 +237,37 @@ async fn bind_optional(
     Ok((Some(listener), Some(local)))
 }
 
+/// The accept queue asked of the kernel, which caps it at
+/// `net.core.somaxconn` (4096 on current Linux). tokio's default, 1024, is
+/// short for a burst: a client whose handshake finds the queue full has its
+/// ACK dropped and waits for a SYN-ACK retransmit, a second or more.
+/// HAProxy sizes its queue to `maxconn` the same way.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
 async fn bind(addr: &str) -> Result<tokio::net::TcpListener, StartError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: addr.to_owned(),
-            source,
-        })
+    let failed = |source| StartError::Listen {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut last = None;
+    for at in tokio::net::lookup_host(addr).await.map_err(failed)? {
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(failed)?;
+        // As `TcpListener::bind` does: a restart need not wait out
+        // TIME_WAIT.
+        socket.set_reuseaddr(true).map_err(failed)?;
+        match socket.bind(at).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(failed(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })))
 }
 
 /// A started balancer.

@@ -159,6 +159,54 @@ async fn d03_at_the_connection_cap_new_clients_wait_their_turn() {
 }
 
 #[tokio::test]
+async fn d03_a_burst_beyond_1024_waiting_connections_is_queued_not_dropped() {
+    // At the cap nothing is accepted, so the kernel's accept queue holds a
+    // burst: sized past tokio's default 1024, every handshake completes at
+    // once (a full queue drops the client's ACK; it waits a second or more
+    // for a retransmit). Needs `net.core.somaxconn` >= 1600 (4096 by
+    // default since Linux 5.4).
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(somaxconn >= 1600, "net.core.somaxconn is {somaxconn}");
+    let up = raw_upstream(|_| ok("fine")).await;
+    let (lb, addr) = over(&up, |c| c.limits.max_connections = 1).await;
+    let _held = TcpStream::connect(&addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let burst = (0..1500).map(|_| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr)).await
+        })
+    });
+    let mut connected = Vec::new();
+    for attempt in join_all(burst).await {
+        if let Ok(Ok(socket)) = attempt.expect("join") {
+            connected.push(socket);
+        }
+    }
+    assert_eq!(
+        connected.len(),
+        1500,
+        "handshakes left waiting on a full accept queue"
+    );
+    lb.stop().await;
+}
+
+/// Awaits every handle, in order.
+async fn join_all<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await);
+    }
+    out
+}
+
+#[tokio::test]
 async fn d04_a_stalled_response_body_is_cut_off_and_the_replica_blamed() {
     let up = raw_upstream(|_| {
         Reply::SendAndStall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec())
