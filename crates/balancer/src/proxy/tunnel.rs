@@ -51,7 +51,7 @@ type Switched = (Box<dyn ClientStream>, Bytes);
 
 /// Where a client connection's HTTP/1.1 server and a tunnel meet: the
 /// tunnel, as it answers 101, asks for the connection
-/// ([`Handover::expect`]); the server, once hyper has sent the 101 and let
+/// (`Handover::expect`); the server, once hyper has sent the 101 and let
 /// go, gives it ([`Handover::give`]). One per HTTP/1.1 connection, put in
 /// the extensions of its upgrade requests only.
 #[derive(Clone, Default)]

@@ -12,7 +12,7 @@
 //!
 //! Bodies have their own bounds (`proxy::upload`). Whether a request is in
 //! flight comes from [`Activity`]. The same deadlines hold while the
-//! connection is parked ([`ClientIo::parked`]), so parking changes what an
+//! connection is parked (`ClientIo::parked`), so parking changes what an
 //! idle connection costs, not how long it may idle.
 
 use std::{
