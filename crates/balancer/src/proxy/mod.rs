@@ -56,7 +56,7 @@ use tokio::time::Instant;
 
 pub use observe::Arrival;
 pub use payload::RETRY_BUFFER;
-pub use tunnel::{ClientStream, Handover};
+pub use tunnel::Handover;
 pub use upload::{ClientFault, UploadLimits};
 
 use crate::{

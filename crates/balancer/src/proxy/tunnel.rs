@@ -52,8 +52,8 @@ type Switched = (Box<dyn ClientStream>, Bytes);
 /// Where a client connection's HTTP/1.1 server and a tunnel meet: the
 /// tunnel, as it answers 101, asks for the connection
 /// (`Handover::expect`); the server, once hyper has sent the 101 and let
-/// go, gives it ([`Handover::give`]). One per HTTP/1.1 connection, put in
-/// the extensions of its upgrade requests only.
+/// go, gives it ([`Handover::give`]). One per connection, put in the
+/// extensions of its upgrade requests only.
 #[derive(Clone, Default)]
 pub struct Handover(Arc<Mutex<Option<oneshot::Sender<Switched>>>>);
 
@@ -70,22 +70,25 @@ impl Handover {
     }
 
     /// Gives `stream` and the bytes read past the 101's request (`read`)
-    /// to the tunnel that asked for them; `false` if none did.
-    pub fn give(&self, stream: Box<dyn ClientStream>, read: Bytes) -> bool {
+    /// to the tunnel that asked for them, or back if none did. A tunnel
+    /// that asked and then gave up drops them: the connection closes.
+    pub fn give<T: ClientStream + 'static>(
+        &self,
+        stream: T,
+        read: Bytes,
+    ) -> Result<(), (T, Bytes)> {
         let asked = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        asked.is_some_and(|tx| tx.send((stream, read)).is_ok())
-    }
-
-    /// Whether a tunnel waits for the connection.
-    pub fn expected(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+        match asked {
+            Some(tunnel) => {
+                let _ = tunnel.send((Box::new(stream), read));
+                Ok(())
+            }
+            None => Err((stream, read)),
+        }
     }
 }
 

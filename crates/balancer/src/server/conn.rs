@@ -190,8 +190,7 @@ impl Connection {
         let h2 = first.is_h2_preface();
         let first = Bytes::copy_from_slice(first.as_slice());
         let io = ClientIo::new(tcp, options.timeouts, activity.clone(), accepted, first);
-        // HTTP/2 has no upgrades (RFC 9113 8.6).
-        let handover = (!h2).then(Handover::default);
+        let handover = Handover::default();
         let service = hyper::service::service_fn({
             let listener = listener.clone();
             let role = options.role;
@@ -208,7 +207,7 @@ impl Connection {
                     role,
                     info,
                     &activity,
-                    handover.as_ref(),
+                    &handover,
                     req,
                 ))
             }
@@ -221,15 +220,15 @@ impl Connection {
         };
         let handshake_by = accepted + options.timeouts.header_read;
         let served = async {
-            match (tls.clone(), handover) {
+            match tls.clone() {
                 // Boxed: HTTP/2's connection state is several times an
                 // HTTP/1.1 one's, and inline it would size every task.
-                (None, None) => Box::pin(http.h2(TokioIo::new(io), service)).await,
-                (None, Some(handover)) => http.parking_h1(io, service, &handover).await,
+                None if h2 => Box::pin(http.h2(TokioIo::new(io), service)).await,
+                None => http.parking_h1(io, service, &handover).await,
                 // Boxed: a TLS connection's state (the handshake, the
                 // rustls session) is larger than a plain one's, and
                 // inline it would size every plain connection's task.
-                (Some(tls), handover) => {
+                Some(tls) => {
                     Box::pin(async move {
                         let stream = tokio::time::timeout_at(handshake_by, tls.acceptor.accept(io))
                             .await
@@ -238,7 +237,6 @@ impl Connection {
                         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                             return http.h2(TokioIo::new(stream), service).await;
                         }
-                        let handover = handover.unwrap_or_default();
                         http.h1(stream, service, &handover, false).await.map(|_| ())
                     })
                     .await
@@ -378,12 +376,10 @@ impl Http<'_> {
         .await;
         served.map_err(|e| e.to_string())?;
         let http1::Parts { io, read_buf, .. } = conn.into_parts();
-        let mut io = io.into_inner();
-        if handover.expected() {
-            // The 101 is out: the connection is the tunnel's now.
-            handover.give(Box::new(io), read_buf);
+        // After a 101 the connection is the tunnel's.
+        let Err((mut io, read_buf)) = handover.give(io.into_inner(), read_buf) else {
             return Ok(H1End::Done);
-        }
+        };
         if parked && !stopped {
             return Ok(H1End::Parked(io, read_buf));
         }

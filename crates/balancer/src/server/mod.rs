@@ -179,15 +179,14 @@ fn handle(
     role: Role,
     info: ClientInfo,
     activity: &Arc<Activity>,
-    handover: Option<&Handover>,
+    handover: &Handover,
     mut req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<> {
     let guard = activity.start();
-    if let Some(handover) = handover
-        && req
-            .extensions()
-            .get::<hyper::upgrade::OnUpgrade>()
-            .is_some()
+    if req
+        .extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_some()
     {
         // hyper saw an upgrade request (HTTP/1.1 with `Upgrade`): should
         // the replica switch, the tunnel takes the connection from here.
