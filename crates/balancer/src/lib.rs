@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod h1;
 pub mod health;
 pub mod latency;
 pub mod logging;

@@ -15,13 +15,12 @@ use std::{error::Error as _, sync::Arc, time::Duration};
 
 use axum::body::Body;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::conns::Upstream;
-
 use super::{
-    Proxy, UPSTREAM_IDLE, connector,
+    Proxy, UPSTREAM_IDLE,
+    body::Answer,
+    connector,
     exchange::{Failure, closed_before_answer, exchange},
     upload::{ClientFault, Upload},
 };
@@ -51,8 +50,7 @@ enum GaveUp {
 pub(super) enum Outcome {
     /// The replica answered; the request stays counted in flight on it
     /// until the response body has been relayed.
-    /// With the connection it came on when that may be kept (HTTP/1.1).
-    Answered(Response<Incoming>, InFlight, Option<Upstream>),
+    Answered(Response<Answer>, InFlight),
     /// The client's upload failed; nothing is the replica's fault.
     ClientFault(ClientFault),
     /// A pooled connection the replica had closed; not the replica's fault.
@@ -109,9 +107,9 @@ impl Proxy {
             }
         };
         let e = match sent {
-            Ok((resp, conn)) => {
+            Ok(resp) => {
                 in_flight.served();
-                return Outcome::Answered(resp, in_flight, conn);
+                return Outcome::Answered(resp, in_flight);
             }
             Err(e) => e,
         };
@@ -148,13 +146,13 @@ impl Proxy {
         replica: &Arc<Replica>,
         upstream: Request<Body>,
         since: Instant,
-    ) -> Result<(Response<Incoming>, Option<Upstream>), Failure> {
+    ) -> Result<Response<Answer>, Failure> {
         match replica.protocol {
             Protocol::Http1 => exchange(&self.connect, replica, upstream, UPSTREAM_IDLE)
                 .await
-                .map(|(resp, conn)| (resp, Some(conn))),
+                .map(|resp| resp.map(Answer::Own)),
             Protocol::H2c => match self.client_h2c.request(upstream).await {
-                Ok(resp) => Ok((resp, None)),
+                Ok(resp) => Ok(resp.map(Answer::Hyper)),
                 Err(e) if e.is_connect() => Err(Failure::Connect(e.to_string())),
                 Err(e) => {
                     let stale = connector::was_reused(&e, since)

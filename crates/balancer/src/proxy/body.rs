@@ -14,17 +14,53 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::conns::Upstream;
+use crate::h1::{self, ResponseBody};
 
 use super::{attempt::blame, grpc};
 use crate::{activity::RequestGuard, events::EventLog, replica::InFlight};
 
+/// A replica's response body: on a connection of our own (HTTP/1.1), or
+/// hyper's (h2c, and a plain answer to an upgrade request).
+pub(super) enum Answer {
+    Own(ResponseBody),
+    Hyper(Incoming),
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Own(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Own(body) => body.is_end_stream(),
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Own(body) => body.size_hint(),
+            Self::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A response body that keeps its request counted in flight until it ends.
 pub(super) struct InFlightBody {
-    inner: Incoming,
+    inner: Answer,
     in_flight: InFlight,
     idle_timeout: Duration,
     /// Armed only once the body has to wait (most bodies never do).
@@ -34,14 +70,14 @@ pub(super) struct InFlightBody {
     /// A gRPC call's deadline; `None` once it has ended the body.
     deadline: Option<Pin<Box<Sleep>>>,
     ended: bool,
-    /// The connection the body comes on, back to its replica's pool once
-    /// the body has ended (most idle connections kept per thread beside).
-    conn: Option<(Upstream, usize)>,
+    /// Most idle connections its replica keeps per thread, the body's own
+    /// going back once it has ended.
+    max_idle: usize,
 }
 
 impl InFlightBody {
     pub(super) fn new(
-        inner: Incoming,
+        inner: Answer,
         in_flight: InFlight,
         idle_timeout: Duration,
         events: Arc<EventLog>,
@@ -57,21 +93,39 @@ impl InFlightBody {
             _request: request,
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
             ended: false,
-            conn: None,
+            max_idle: 0,
         }
     }
 
-    /// Returns `conn` to the replica's idle connections when the body ends
-    /// (at most `max_idle` kept per thread).
-    pub(super) fn keeping(mut self, conn: Option<Upstream>, max_idle: usize) -> Self {
-        self.conn = conn.map(|c| (c, max_idle));
+    /// Returns its connection to the replica's idle connections when the
+    /// body ends (at most `max_idle` kept per thread).
+    pub(super) fn keeping(mut self, max_idle: usize) -> Self {
+        self.max_idle = max_idle;
         self
     }
 
-    /// The body has ended cleanly: its connection may serve the next request.
+    /// The body has ended cleanly: its connection may serve the next
+    /// request, if the replica keeps it open.
     fn release(&mut self) {
-        if let Some((conn, max_idle)) = self.conn.take() {
-            self.in_flight.replica().conns.put(conn, max_idle);
+        let Answer::Own(body) = &mut self.inner else {
+            return;
+        };
+        let replica = self.in_flight.replica();
+        match body.finish() {
+            h1::End::Reusable(io) => replica.conns.put(io, self.max_idle),
+            h1::End::AfterUpload(rest) => {
+                // The replica answered before reading all of the request:
+                // the rest goes on its own task, bounded by the client's
+                // upload limits, then the connection is kept.
+                let home = Arc::downgrade(replica);
+                let max_idle = self.max_idle;
+                tokio::spawn(async move {
+                    if let (Some(io), Some(replica)) = (rest.await, home.upgrade()) {
+                        replica.conns.put(io, max_idle);
+                    }
+                });
+            }
+            h1::End::Closed => {}
         }
     }
 }
@@ -79,8 +133,8 @@ impl InFlightBody {
 impl Drop for InFlightBody {
     fn drop(&mut self) {
         // Dropped before its end (the client went away), the connection is
-        // left to close: hyper does not keep one whose body was not read.
-        if hyper::body::Body::is_end_stream(&self.inner) {
+        // left to close: the rest of its body was never read.
+        if self.inner.is_end_stream() {
             self.release();
         }
     }
@@ -119,7 +173,7 @@ impl hyper::body::Body for InFlightBody {
                 blame(this.in_flight.replica(), &this.events, || {
                     format!("its response body failed: {e}")
                 });
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.release();

@@ -5,31 +5,24 @@
 //! the request left at all (a request the connection never took is sent on
 //! another whatever its method).
 
-use std::{
-    fmt,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{BoxError, body::Body};
 use http::{Request, Response, Uri};
-use hyper::{body::Incoming, client::conn::http1::Builder};
-use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioIo};
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpStream;
 use tower::Service as _;
 
 use crate::{
-    conns::{Taken, Upstream},
+    h1::{self, Outgoing, ResponseBody},
     replica::Replica,
 };
 
 /// How connections to replicas are made: the same `HttpConnector` (connect
-/// timeout, `TCP_NODELAY`, keep-alive probes) as the h2c client's, then an
-/// HTTP/1.1 handshake.
+/// timeout, `TCP_NODELAY`, keep-alive probes) as the h2c client's.
 #[derive(Debug, Clone)]
 pub(super) struct Connect {
     pub tcp: HttpConnector,
-    pub h1: Builder,
 }
 
 /// Why an exchange failed.
@@ -52,51 +45,39 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Sends `req` to `replica` and returns the response head with the
-/// connection it came on (for the pool once the body has ended).
+/// Sends `req` to `replica` and returns the response head; its body hands
+/// the connection back to the pool once it has ended.
 pub(super) async fn exchange(
     connect: &Connect,
     replica: &Arc<Replica>,
-    mut req: Request<Body>,
+    req: Request<Body>,
     max_idle: Duration,
-) -> Result<(Response<Incoming>, Upstream), Failure> {
+) -> Result<Response<ResponseBody>, Failure> {
+    let mut out = Outgoing::new(req).map_err(|e| Failure::Failed(e.into()))?;
     loop {
-        let (mut up, reused) = match replica.conns.take(max_idle) {
-            Some(Taken::Ready(up)) => (up, true),
-            // A parked socket that cannot be made ready is not the
-            // replica's failure: the next one, or a new connection.
-            Some(Taken::Parked(io)) => match connect.start(io, replica).await {
-                Ok(up) => (up, true),
-                Err(_) => continue,
-            },
+        let (io, reused) = match replica.conns.take(max_idle) {
+            Some(io) => (io, true),
             None => (connect.open(replica).await?, false),
         };
-        // A connection comes back as its last body ends; hyper may not
-        // have finished with that exchange yet.
-        if reused && !up.sender.is_ready() && up.sender.ready().await.is_err() {
-            continue;
-        }
-        match up.sender.try_send_request(req).await {
-            Ok(response) => return Ok((response, up)),
-            Err(mut e) => match e.take_message() {
-                // The connection closed before taking the request.
-                Some(unsent) if reused => req = unsent,
-                _ => {
-                    let e = e.into_error();
-                    return Err(if reused && closed_before_answer(&e) {
-                        Failure::Stale(e.into())
-                    } else {
-                        Failure::Failed(e.into())
-                    });
-                }
-            },
+        match h1::send(io, out).await {
+            Ok(response) => return Ok(response),
+            // The connection closed before taking any of the request.
+            Err(h1::Failed::Unsent(unsent)) if reused => out = unsent,
+            Err(h1::Failed::Unsent(_)) => {
+                return Err(Failure::Failed("the connection closed before the request was sent".into()));
+            }
+            Err(h1::Failed::Closed(e)) if reused => return Err(Failure::Stale(e.into())),
+            Err(e @ (h1::Failed::Closed(_) | h1::Failed::Other(_))) => {
+                return Err(Failure::Failed(e.to_string().into()));
+            }
+            Err(h1::Failed::Body(e)) => return Err(Failure::Failed(e)),
         }
     }
 }
 
 impl Connect {
     /// A new connection to `replica`.
-    async fn open(&self, replica: &Arc<Replica>) -> Result<Upstream, Failure> {
+    async fn open(&self, replica: &Arc<Replica>) -> Result<TcpStream, Failure> {
         let uri = Uri::from_maybe_shared(format!("http://{}/", replica.authority))
             .map_err(|e| Failure::Connect(e.to_string()))?;
         let stream = self
@@ -105,42 +86,7 @@ impl Connect {
             .call(uri)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        self.start(stream, replica).await
-    }
-
-    /// HTTP/1.1 over `stream` (new, or parked by the pool), its task
-    /// spawned on this thread. When the pool parks the connection the task
-    /// hands the socket back to `replica`'s pool, if the replica is still
-    /// there; otherwise the connection closes when its task ends.
-    async fn start(
-        &self,
-        stream: TokioIo<TcpStream>,
-        replica: &Arc<Replica>,
-    ) -> Result<Upstream, Failure> {
-        let (sender, conn) = self
-            .h1
-            .handshake(stream)
-            .await
-            .map_err(|e| Failure::Connect(e.to_string()))?;
-        let (up, park) = Upstream::new(sender);
-        let home = Arc::downgrade(replica);
-        tokio::spawn(async move {
-            match conn.without_shutdown().await {
-                Ok(parts) if park.load(Ordering::Relaxed) && parts.read_buf.is_empty() => {
-                    if let Some(replica) = home.upgrade() {
-                        replica.conns.park(parts.io);
-                    }
-                    crate::memory::released();
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if let Some(replica) = home.upgrade() {
-                        tracing::trace!(replica = %replica.name, error = %e, "upstream connection ended with an error");
-                    }
-                }
-            }
-        });
-        Ok(up)
+        Ok(stream.into_inner())
     }
 }
 
@@ -157,6 +103,7 @@ mod tests {
         sync::atomic::{AtomicUsize, Ordering},
     };
 
+    use bytes::Bytes;
     use http_body_util::BodyExt as _;
     use tokio::{
         io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -169,7 +116,8 @@ mod tests {
 
     /// A replica answering every request `ok` on kept-alive connections,
     /// closing each `close_after` its last answer if given; with the count
-    /// of connections it accepted.
+    /// of connections it accepted. It answers as soon as a head is in, and
+    /// then reads the request's `content-length` bytes of body.
     async fn replica(close_after: Option<Duration>) -> (Arc<Replica>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
@@ -181,6 +129,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
+                    let mut body_left = 0usize;
                     loop {
                         let read = match close_after {
                             Some(wait) => tokio::time::timeout(wait, socket.read(&mut chunk))
@@ -190,7 +139,23 @@ mod tests {
                         };
                         let Ok(n @ 1..) = read else { return };
                         buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        loop {
+                            if body_left > 0 {
+                                let take = body_left.min(buf.len());
+                                buf.drain(..take);
+                                body_left -= take;
+                                if body_left > 0 {
+                                    break;
+                                }
+                            }
+                            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                break;
+                            };
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            body_left = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |n| n.trim().parse().expect("length"));
                             buf.drain(..end + 4);
                             let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                             if socket.write_all(answer).await.is_err() {
@@ -208,62 +173,73 @@ mod tests {
     fn connect() -> Connect {
         Connect {
             tcp: HttpConnector::new(),
-            h1: Builder::new(),
         }
     }
 
-    /// One GET through the pool; its connection goes back when the body ends.
-    async fn get(connect: &Connect, replica: &Arc<Replica>) {
-        let req = Request::get("/").body(Body::empty()).expect("request");
-        let (resp, up) = exchange(connect, replica, req, LONG)
+    /// One request through the pool; its connection goes back when the body
+    /// ends (and the upload, if the replica answered before it).
+    async fn request(connect: &Connect, replica: &Arc<Replica>, req: Request<Body>) {
+        let resp = exchange(connect, replica, req, LONG)
             .await
             .unwrap_or_else(|e| panic!("exchange: {e}"));
         assert_eq!(resp.status(), 200);
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(&body[..], b"ok");
-        replica.conns.put(up, 8);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.extend_from_slice(&frame.expect("frame").into_data().expect("data"));
+        }
+        assert_eq!(&got[..], b"ok");
+        match body.finish() {
+            h1::End::Reusable(io) => replica.conns.put(io, 8),
+            h1::End::AfterUpload(rest) => {
+                let io = rest.await.expect("the upload finished");
+                replica.conns.put(io, 8);
+            }
+            h1::End::Closed => panic!("the connection was not kept"),
+        }
     }
 
-    /// Parks every idle connection and waits for their tasks to hand the
-    /// sockets back.
-    async fn park_all(replica: &Replica) {
-        let idle = replica.conns.idle();
-        replica.conns.sweep(LONG, Duration::ZERO);
-        for _ in 0..200 {
-            if replica.conns.parked() == idle {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{} of {idle} parked", replica.conns.parked());
+    fn get() -> Request<Body> {
+        Request::get("/").body(Body::empty()).expect("request")
     }
 
     #[tokio::test]
-    async fn a_parked_socket_serves_the_next_request() {
+    async fn a_kept_connection_serves_the_next_request() {
         let (replica, accepted) = replica(None).await;
         let connect = connect();
-        get(&connect, &replica).await;
-        park_all(&replica).await;
-        assert_eq!(replica.conns.parked(), 1);
-        get(&connect, &replica).await;
-        get(&connect, &replica).await;
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            1,
-            "the parked socket was not reused"
-        );
-        assert_eq!(replica.conns.parked(), 0);
+        for _ in 0..3 {
+            request(&connect, &replica, get()).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection was not reused");
+        assert_eq!(replica.conns.idle(), 1);
     }
 
     #[tokio::test]
-    async fn a_parked_socket_the_replica_closed_is_not_handed_out() {
+    async fn a_kept_connection_the_replica_closed_is_not_handed_out() {
         let (replica, accepted) = replica(Some(Duration::from_millis(300))).await;
         let connect = connect();
-        get(&connect, &replica).await;
-        park_all(&replica).await;
+        request(&connect, &replica, get()).await;
         // The replica closes it meanwhile; the next request must not fail.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        get(&connect, &replica).await;
+        request(&connect, &replica, get()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_upload_answered_early_is_finished_and_its_connection_kept() {
+        let (replica, accepted) = replica(None).await;
+        let connect = connect();
+        // Larger than the socket buffers, so the answer comes first.
+        let size = 8 * 1024 * 1024;
+        let stream = futures_util::stream::iter(
+            (0..size / 65536).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 65536]))),
+        );
+        let upload = Request::post("/")
+            .header("content-length", size.to_string())
+            .body(Body::from_stream(stream))
+            .expect("request");
+        request(&connect, &replica, upload).await;
+        request(&connect, &replica, get()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

@@ -47,7 +47,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version, request::Parts};
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -70,7 +69,7 @@ use crate::{
     replica::{InFlight, Protocol, Replica},
 };
 use attempt::{Outcome, blame};
-use body::InFlightBody;
+use body::{Answer, InFlightBody};
 use call::{Call, is_idempotent, origin_form, upstream_uri};
 use error::UpstreamError;
 use payload::Payload;
@@ -141,7 +140,6 @@ impl Proxy {
         connector.set_keepalive(Some(UPSTREAM_IDLE));
         let connect = exchange::Connect {
             tcp: connector.clone(),
-            h1: hyper::client::conn::http1::Builder::new(),
         };
         let client_h2c = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(UPSTREAM_IDLE)
@@ -164,8 +162,6 @@ impl Proxy {
     /// few seconds until `stop`: a replica no request reaches any more
     /// keeps no connection open for long.
     pub async fn sweep_idle(&self, stop: tokio_util::sync::CancellationToken) {
-        // Often enough to park connections soon after they pass
-        // `PARK_AFTER`.
         let mut every = tokio::time::interval(crate::conns::PARK_AFTER);
         loop {
             tokio::select! {
@@ -173,7 +169,7 @@ impl Proxy {
                 _ = every.tick() => {}
             }
             for replica in &self.pool.load().replicas {
-                replica.conns.sweep(UPSTREAM_IDLE, crate::conns::PARK_AFTER);
+                replica.conns.sweep(UPSTREAM_IDLE);
             }
         }
     }
@@ -320,7 +316,7 @@ impl Proxy {
                 .attempt(in_flight, upstream, &upload, response_timeout)
                 .await
             {
-                Outcome::Answered(resp, in_flight, conn) => {
+                Outcome::Answered(resp, in_flight) => {
                     let latency = started.elapsed();
                     self.metrics.upstream_latency(latency);
                     in_flight.replica().latency.observe(latency);
@@ -328,7 +324,7 @@ impl Proxy {
                         .access_log
                         .as_ref()
                         .map(|_| in_flight.replica().name.clone());
-                    let response = self.relay(resp, in_flight, conn, &parts.uri, call, request);
+                    let response = self.relay(resp, in_flight, &parts.uri, call, request);
                     return self.served(response, name, sent);
                 }
                 Outcome::ClientFault(fault) => return self.client_fault(fault, call),

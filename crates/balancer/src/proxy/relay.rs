@@ -2,8 +2,6 @@
 //! replica's response streamed through (its framing and hop-by-hop headers
 //! settled), or the answer to an upload the client broke.
 
-use crate::conns::Upstream;
-
 use super::*;
 
 impl Proxy {
@@ -33,9 +31,8 @@ impl Proxy {
     /// in flight until the body is done.
     pub(super) fn relay(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<Answer>,
         in_flight: InFlight,
-        conn: Option<Upstream>,
         uri: &Uri,
         call: Call,
         request: Option<RequestGuard>,
@@ -72,7 +69,7 @@ impl Proxy {
                     request,
                     call.deadline,
                 )
-                .keeping(conn, self.config.max_idle_per_replica),
+                .keeping(self.config.max_idle_per_replica),
             ),
         )
     }

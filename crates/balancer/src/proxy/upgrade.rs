@@ -58,7 +58,13 @@ impl Proxy {
                 }
                 Ok(resp) => {
                     in_flight.served();
-                    return self.relay(resp, in_flight, None, &parts.uri, Call::PLAIN, to.request);
+                    return self.relay(
+                        resp.map(Answer::Hyper),
+                        in_flight,
+                        &parts.uri,
+                        Call::PLAIN,
+                        to.request,
+                    );
                 }
                 Err(tunnel::TunnelError::Connect) => {
                     last_error = UpstreamError::Connect;

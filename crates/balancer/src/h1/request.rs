@@ -1,0 +1,292 @@
+//! A request on its way to a replica: the head written once into one
+//! buffer, and the body framed as hyper's client would frame it (a known
+//! length as `Content-Length`, an unknown one chunked, none for a GET
+//! without a body), sent by [`Outgoing::poll_send`] with vectored writes so
+//! a head and a small body leave in one system call.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use axum::body::Body;
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, header};
+use hyper::body::Body as _;
+use tokio::net::TcpStream;
+
+use super::Error;
+
+/// How much of the body is read ahead of the socket: enough for large
+/// writes, bounded so a slow replica holds back a fast client.
+const AHEAD: usize = 64 * 1024;
+
+/// Most slices handed to one `writev`.
+const SLICES: usize = 16;
+
+/// How the body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: this many bytes still to come from the body.
+    Length(u64),
+    Chunked,
+}
+
+/// A request being sent: what is queued for the socket, and the body
+/// still to read.
+pub struct Outgoing {
+    method: Method,
+    queue: VecDeque<Bytes>,
+    body: Option<Body>,
+    framing: Framing,
+    /// Bytes written so far: none means the replica saw nothing of it.
+    written: u64,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why sending failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The request's own body failed (the client's upload).
+    Body(axum::BoxError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl Outgoing {
+    /// `req` with an origin-form target, encoded for the wire.
+    pub fn new(req: Request<Body>) -> Result<Self, Error> {
+        let (mut parts, body) = req.into_parts();
+        let end = body.is_end_stream();
+        let framing = framing(&mut parts.headers, &parts.method, end, body.size_hint().exact())?;
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let size = parts.method.as_str().len()
+            + target.len()
+            + 16
+            + parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        let mut head = BytesMut::with_capacity(size);
+        head.put_slice(parts.method.as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(target.as_bytes());
+        head.put_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            head.put_slice(name.as_str().as_bytes());
+            head.put_slice(b": ");
+            head.put_slice(value.as_bytes());
+            head.put_slice(b"\r\n");
+        }
+        head.put_slice(b"\r\n");
+        let mut queue = VecDeque::with_capacity(2);
+        queue.push_back(head.freeze());
+        let nothing_to_send = end || framing == Framing::Length(0);
+        Ok(Self {
+            method: parts.method,
+            queue,
+            body: (!nothing_to_send).then_some(body),
+            framing,
+            written: 0,
+        })
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// Whether nothing of it has reached the socket.
+    pub fn unsent(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Whether all of it has been written.
+    pub fn is_done(&self) -> bool {
+        self.body.is_none() && self.queue.is_empty()
+    }
+
+    /// Writes what it can to `io`, reading the body ahead; ready once the
+    /// whole request has been written.
+    pub fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        loop {
+            self.read_ahead(cx)?;
+            if self.queue.is_empty() {
+                return if self.body.is_none() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+            ready!(io.poll_write_ready(cx)).map_err(SendError::Io)?;
+            let mut slices = [IoSlice::new(&[]); SLICES];
+            let mut count = 0;
+            for (slot, bytes) in slices.iter_mut().zip(&self.queue) {
+                *slot = IoSlice::new(bytes);
+                count += 1;
+            }
+            match io.try_write_vectored(&slices[..count]) {
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(SendError::Io(e))),
+            }
+        }
+    }
+
+    /// Moves body frames onto the queue, framed, until [`AHEAD`] bytes are
+    /// queued or the body has nothing ready.
+    fn read_ahead(&mut self, cx: &mut Context<'_>) -> Result<(), SendError> {
+        while let Some(body) = &mut self.body {
+            if self.queue.iter().map(Bytes::len).sum::<usize>() >= AHEAD || self.queue.len() + 3 > SLICES {
+                return Ok(());
+            }
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Err(e))) => return Err(SendError::Body(e.into())),
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(None) => {
+                    self.body = None;
+                    match self.framing {
+                        Framing::Length(0) => {}
+                        Framing::Length(_) => {
+                            return Err(SendError::Body("the request body ended short of its Content-Length".into()));
+                        }
+                        Framing::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
+                    }
+                    return Ok(());
+                }
+            };
+            match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) => match &mut self.framing {
+                    Framing::Length(left) => {
+                        let len = data.len() as u64;
+                        if len > *left {
+                            return Err(SendError::Body("the request body is longer than its Content-Length".into()));
+                        }
+                        *left -= len;
+                        self.queue.push_back(data);
+                        if *left == 0 {
+                            self.body = None;
+                        }
+                    }
+                    Framing::Chunked => {
+                        self.queue.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        self.queue.push_back(data);
+                        self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                },
+                Err(frame) => {
+                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
+                        let mut last = BytesMut::from(&b"0\r\n"[..]);
+                        for (name, value) in &trailers {
+                            last.put_slice(name.as_str().as_bytes());
+                            last.put_slice(b": ");
+                            last.put_slice(value.as_bytes());
+                            last.put_slice(b"\r\n");
+                        }
+                        last.put_slice(b"\r\n");
+                        self.queue.push_back(last.freeze());
+                        self.body = None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.written += n as u64;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else { return };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+}
+
+/// Sets the framing headers as hyper's client does: a `Content-Length`
+/// the client sent is kept, a known size becomes one, an unknown size is
+/// chunked unless the method never has a body.
+fn framing(headers: &mut HeaderMap, method: &Method, end: bool, exact: Option<u64>) -> Result<Framing, Error> {
+    // Transfer-Encoding is hop-by-hop: whatever the client sent is not
+    // this connection's.
+    headers.remove(header::TRANSFER_ENCODING);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Error::Request("bad Content-Length"))
+        })
+        .transpose()?;
+    if end {
+        return Ok(Framing::Length(0));
+    }
+    if let Some(len) = declared {
+        return Ok(Framing::Length(len));
+    }
+    if let Some(len) = exact {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        return Ok(Framing::Length(len));
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
+        return Ok(Framing::Length(0));
+    }
+    headers.insert(header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    Ok(Framing::Chunked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(req: Request<Body>) -> String {
+        let out = Outgoing::new(req).expect("encodes");
+        String::from_utf8(out.queue[0].to_vec()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_get_has_no_framing_headers() {
+        let req = Request::get("/a?b=c").header("host", "x").body(Body::empty()).expect("req");
+        assert_eq!(head(req), "GET /a?b=c HTTP/1.1\r\nhost: x\r\n\r\n");
+    }
+
+    #[test]
+    fn a_known_size_becomes_content_length() {
+        let req = Request::post("/").body(Body::from("abc")).expect("req");
+        let out = Outgoing::new(req).expect("encodes");
+        assert!(String::from_utf8_lossy(&out.queue[0]).contains("content-length: 3\r\n"));
+        assert_eq!(out.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn an_unknown_size_is_chunked_and_a_sent_length_kept() {
+        let stream = || Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]));
+        let req = Request::post("/").header("transfer-encoding", "gzip").body(stream()).expect("req");
+        let text = head(req);
+        assert!(text.contains("transfer-encoding: chunked\r\n") && !text.contains("gzip"), "{text}");
+        let req = Request::put("/").header("content-length", "1").body(stream()).expect("req");
+        assert!(!head(req).contains("chunked"));
+        let req = Request::put("/").header("content-length", "x").body(stream()).expect("req");
+        assert!(Outgoing::new(req).is_err());
+    }
+}
