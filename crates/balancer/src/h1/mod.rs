@@ -92,11 +92,12 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
             }
         }
         loop {
-            match response::parse(&mut buf, out.method()) {
-                _ if buf.is_empty() => {}
-                Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Err(Failed::Other(e))),
+            if !buf.is_empty() {
+                match response::parse(&mut buf, out.method()) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(Failed::Other(e))),
+                }
             }
             match io.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
