@@ -99,7 +99,9 @@ impl ResponseBody {
         match self.upload.take() {
             None => End::Reusable(io),
             Some(mut upload) => End::AfterUpload(Box::pin(async move {
-                std::future::poll_fn(|cx| upload.poll_send(&io, cx)).await.ok()?;
+                std::future::poll_fn(|cx| upload.poll_send(&io, cx))
+                    .await
+                    .ok()?;
                 Some(io)
             })),
         }
@@ -135,20 +137,20 @@ impl ResponseBody {
                 }
                 Ok(Some(Frame::data(self.buf.split_to(take).freeze())))
             }
-            State::Close => Ok((!self.buf.is_empty()).then(|| Frame::data(self.buf.split().freeze()))),
-            State::Chunked(decoder) => loop {
-                match decoder.step(&mut self.buf)? {
-                    Step::Data(data) => return Ok(Some(Frame::data(data))),
-                    Step::Trailers(map) => {
-                        self.state = State::Done;
-                        return Ok(Some(Frame::trailers(map)));
-                    }
-                    Step::End => {
-                        self.state = State::Done;
-                        return Ok(None);
-                    }
-                    Step::More => return Ok(None),
+            State::Close => {
+                Ok((!self.buf.is_empty()).then(|| Frame::data(self.buf.split().freeze())))
+            }
+            State::Chunked(decoder) => match decoder.step(&mut self.buf)? {
+                Step::Data(data) => Ok(Some(Frame::data(data))),
+                Step::Trailers(map) => {
+                    self.state = State::Done;
+                    Ok(Some(Frame::trailers(map)))
                 }
+                Step::End => {
+                    self.state = State::Done;
+                    Ok(None)
+                }
+                Step::More => Ok(None),
             },
         }
     }
@@ -160,7 +162,9 @@ impl ResponseBody {
             return Poll::Ready(Ok(false));
         };
         let want = match self.state {
-            State::Length(left) => usize::try_from(left).map_or(self.read_size, |l| l.min(self.read_size)),
+            State::Length(left) => {
+                usize::try_from(left).map_or(self.read_size, |l| l.min(self.read_size))
+            }
             _ => self.read_size,
         };
         loop {

@@ -118,10 +118,12 @@ fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, Error> {
 fn find(buf: &[u8], needle: &[u8], max: usize) -> Result<Option<usize>, Error> {
     match buf.windows(needle.len()).position(|w| w == needle) {
         Some(at) if at <= max => Ok(Some(at)),
-        Some(_) => Err(Error::Chunked("a chunk line or trailer section is too long")),
-        None if buf.len() > max + needle.len() => {
-            Err(Error::Chunked("a chunk line or trailer section is too long"))
-        }
+        Some(_) => Err(Error::Chunked(
+            "a chunk line or trailer section is too long",
+        )),
+        None if buf.len() > max + needle.len() => Err(Error::Chunked(
+            "a chunk line or trailer section is too long",
+        )),
         None => Ok(None),
     }
 }
@@ -235,7 +237,11 @@ mod tests {
             b"\r\n",
             b"11111111111111111\r\n",
         ] {
-            assert!(decode(wire, &[3]).is_err(), "{:?}", String::from_utf8_lossy(wire));
+            assert!(
+                decode(wire, &[3]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
         let long = vec![b'1'; MAX_LINE + 10];
         assert!(decode(&long, &[long.len()]).is_err());

@@ -109,13 +109,21 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
             }
             match io.try_read_buf(&mut buf) {
                 Ok(0) if buf.is_empty() => {
-                    let e = write_failed.take().unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
+                    let e = write_failed
+                        .take()
+                        .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
                     return Poll::Ready(Err(Failed::Closed(e)));
                 }
-                Ok(0) => return Poll::Ready(Err(Failed::Other(Error::Head("the connection closed inside it".into())))),
+                Ok(0) => {
+                    return Poll::Ready(Err(Failed::Other(Error::Head(
+                        "the connection closed inside it".into(),
+                    ))));
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if buf.is_empty() && is_reset(&e) => return Poll::Ready(Err(Failed::Closed(e))),
+                Err(e) if buf.is_empty() && is_reset(&e) => {
+                    return Poll::Ready(Err(Failed::Closed(e)));
+                }
                 Err(e) => return Poll::Ready(Err(Failed::Other(e.into()))),
             }
         }
@@ -142,6 +150,8 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
     )
 }

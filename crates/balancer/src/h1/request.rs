@@ -68,7 +68,12 @@ impl Outgoing {
     pub fn new(req: Request<Body>) -> Result<Self, Error> {
         let (mut parts, body) = req.into_parts();
         let end = body.is_end_stream();
-        let framing = framing(&mut parts.headers, &parts.method, end, body.size_hint().exact())?;
+        let framing = framing(
+            &mut parts.headers,
+            &parts.method,
+            end,
+            body.size_hint().exact(),
+        )?;
         let target = parts
             .uri
             .path_and_query()
@@ -121,7 +126,11 @@ impl Outgoing {
 
     /// Writes what it can to `io`, reading the body ahead; ready once the
     /// whole request has been written.
-    pub fn poll_send(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+    pub fn poll_send(
+        &mut self,
+        io: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError>> {
         loop {
             self.read_ahead(cx)?;
             if self.queue.is_empty() {
@@ -150,7 +159,9 @@ impl Outgoing {
     /// queued or the body has nothing ready.
     fn read_ahead(&mut self, cx: &mut Context<'_>) -> Result<(), SendError> {
         while let Some(body) = &mut self.body {
-            if self.queue.iter().map(Bytes::len).sum::<usize>() >= AHEAD || self.queue.len() + 3 > SLICES {
+            if self.queue.iter().map(Bytes::len).sum::<usize>() >= AHEAD
+                || self.queue.len() + 3 > SLICES
+            {
                 return Ok(());
             }
             let frame = match Pin::new(&mut *body).poll_frame(cx) {
@@ -162,7 +173,9 @@ impl Outgoing {
                     match self.framing {
                         Framing::Length(0) => {}
                         Framing::Length(_) => {
-                            return Err(SendError::Body("the request body ended short of its Content-Length".into()));
+                            return Err(SendError::Body(
+                                "the request body ended short of its Content-Length".into(),
+                            ));
                         }
                         Framing::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
                     }
@@ -175,7 +188,9 @@ impl Outgoing {
                     Framing::Length(left) => {
                         let len = data.len() as u64;
                         if len > *left {
-                            return Err(SendError::Body("the request body is longer than its Content-Length".into()));
+                            return Err(SendError::Body(
+                                "the request body is longer than its Content-Length".into(),
+                            ));
                         }
                         *left -= len;
                         self.queue.push_back(data);
@@ -184,13 +199,15 @@ impl Outgoing {
                         }
                     }
                     Framing::Chunked => {
-                        self.queue.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                        self.queue
+                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
                         self.queue.push_back(data);
                         self.queue.push_back(Bytes::from_static(b"\r\n"));
                     }
                 },
                 Err(frame) => {
-                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
+                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing)
+                    {
                         let mut last = BytesMut::from(&b"0\r\n"[..]);
                         for (name, value) in &trailers {
                             last.put_slice(name.as_str().as_bytes());
@@ -211,7 +228,9 @@ impl Outgoing {
     fn advance(&mut self, mut n: usize) {
         self.written += n as u64;
         while n > 0 {
-            let Some(front) = self.queue.front_mut() else { return };
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
             if n < front.len() {
                 front.advance(n);
                 return;
@@ -225,7 +244,12 @@ impl Outgoing {
 /// Sets the framing headers as hyper's client does: a `Content-Length`
 /// the client sent is kept, a known size becomes one, an unknown size is
 /// chunked unless the method never has a body.
-fn framing(headers: &mut HeaderMap, method: &Method, end: bool, exact: Option<u64>) -> Result<Framing, Error> {
+fn framing(
+    headers: &mut HeaderMap,
+    method: &Method,
+    end: bool,
+    exact: Option<u64>,
+) -> Result<Framing, Error> {
     // Transfer-Encoding is hop-by-hop: whatever the client sent is not
     // this connection's.
     headers.remove(header::TRANSFER_ENCODING);
@@ -251,7 +275,10 @@ fn framing(headers: &mut HeaderMap, method: &Method, end: bool, exact: Option<u6
     if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
         return Ok(Framing::Length(0));
     }
-    headers.insert(header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    headers.insert(
+        header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
     Ok(Framing::Chunked)
 }
 
@@ -266,7 +293,10 @@ mod tests {
 
     #[test]
     fn a_get_has_no_framing_headers() {
-        let req = Request::get("/a?b=c").header("host", "x").body(Body::empty()).expect("req");
+        let req = Request::get("/a?b=c")
+            .header("host", "x")
+            .body(Body::empty())
+            .expect("req");
         assert_eq!(head(req), "GET /a?b=c HTTP/1.1\r\nhost: x\r\n\r\n");
     }
 
@@ -280,13 +310,29 @@ mod tests {
 
     #[test]
     fn an_unknown_size_is_chunked_and_a_sent_length_kept() {
-        let stream = || Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("x"))]));
-        let req = Request::post("/").header("transfer-encoding", "gzip").body(stream()).expect("req");
+        let stream = || {
+            Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+                Bytes::from("x"),
+            )]))
+        };
+        let req = Request::post("/")
+            .header("transfer-encoding", "gzip")
+            .body(stream())
+            .expect("req");
         let text = head(req);
-        assert!(text.contains("transfer-encoding: chunked\r\n") && !text.contains("gzip"), "{text}");
-        let req = Request::put("/").header("content-length", "1").body(stream()).expect("req");
+        assert!(
+            text.contains("transfer-encoding: chunked\r\n") && !text.contains("gzip"),
+            "{text}"
+        );
+        let req = Request::put("/")
+            .header("content-length", "1")
+            .body(stream())
+            .expect("req");
         assert!(!head(req).contains("chunked"));
-        let req = Request::put("/").header("content-length", "x").body(stream()).expect("req");
+        let req = Request::put("/")
+            .header("content-length", "x")
+            .body(stream())
+            .expect("req");
         assert!(Outgoing::new(req).is_err());
     }
 }

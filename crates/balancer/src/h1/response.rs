@@ -172,13 +172,20 @@ mod tests {
     }
 
     fn framing_of(wire: &str, method: &Method) -> Framing {
-        head(wire, method).expect("parses").expect("complete").framing
+        head(wire, method)
+            .expect("parses")
+            .expect("complete")
+            .framing
     }
 
     #[test]
     fn parses_a_head_and_leaves_the_body() {
-        let mut buf = BytesMut::from(&b"HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 4\r\n\r\nbody"[..]);
-        let head = parse(&mut buf, &Method::GET).expect("parses").expect("complete");
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 4\r\n\r\nbody"[..],
+        );
+        let head = parse(&mut buf, &Method::GET)
+            .expect("parses")
+            .expect("complete");
         assert_eq!(head.response.status(), 201);
         let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
@@ -189,7 +196,11 @@ mod tests {
 
     #[test]
     fn a_partial_head_waits_and_a_huge_one_fails() {
-        assert!(head("HTTP/1.1 200 OK\r\nA: b\r\n", &Method::GET).expect("ok").is_none());
+        assert!(
+            head("HTTP/1.1 200 OK\r\nA: b\r\n", &Method::GET)
+                .expect("ok")
+                .is_none()
+        );
         let huge = format!("HTTP/1.1 200 OK\r\nA: {}", "b".repeat(MAX_HEAD));
         assert!(head(&huge, &Method::GET).is_err());
         assert!(head("HTTP/1.1 abc\r\n\r\n", &Method::GET).is_err());
@@ -198,10 +209,20 @@ mod tests {
     #[test]
     fn interim_responses_are_skipped_but_not_101() {
         let wire = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        assert_eq!(head(wire, &Method::POST).expect("ok").expect("complete").response.status(), 200);
-        let switch = head("HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", &Method::GET)
-            .expect("ok")
-            .expect("complete");
+        assert_eq!(
+            head(wire, &Method::POST)
+                .expect("ok")
+                .expect("complete")
+                .response
+                .status(),
+            200
+        );
+        let switch = head(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            &Method::GET,
+        )
+        .expect("ok")
+        .expect("complete");
         assert_eq!(switch.response.status(), 101);
         assert!(!switch.keep_alive);
     }
@@ -209,25 +230,70 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let get = &Method::GET;
-        assert_eq!(framing_of("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", &Method::HEAD), Framing::Empty);
-        assert_eq!(framing_of("HTTP/1.1 204 No Content\r\n\r\n", get), Framing::Empty);
-        assert_eq!(framing_of("HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n", get), Framing::Empty);
-        assert_eq!(framing_of("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n", get), Framing::Chunked);
-        assert_eq!(framing_of("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get), Framing::Close);
-        assert_eq!(framing_of("HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", get), Framing::Length(7));
+        assert_eq!(
+            framing_of(
+                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+                &Method::HEAD
+            ),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 204 No Content\r\n\r\n", get),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of(
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+                get
+            ),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
+                get
+            ),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get),
+            Framing::Close
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", get),
+            Framing::Length(7)
+        );
         assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n", get), Framing::Close);
-        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: 7\r\ncontent-length: 8\r\n\r\n", get).is_err());
+        assert!(
+            head(
+                "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ncontent-length: 8\r\n\r\n",
+                get
+            )
+            .is_err()
+        );
         assert!(head("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", get).is_err());
         assert!(head("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", get).is_err());
     }
 
     #[test]
     fn keep_alive_follows_version_and_connection() {
-        let ka = |wire: &str| head(wire, &Method::GET).expect("ok").expect("complete").keep_alive;
+        let ka = |wire: &str| {
+            head(wire, &Method::GET)
+                .expect("ok")
+                .expect("complete")
+                .keep_alive
+        };
         assert!(ka("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
-        assert!(!ka("HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!ka(
+            "HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n"
+        ));
         assert!(!ka("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"));
-        assert!(ka("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"));
-        assert!(!ka("HTTP/1.1 200 OK\r\n\r\n"), "a close-delimited body ends the connection");
+        assert!(ka(
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"
+        ));
+        assert!(
+            !ka("HTTP/1.1 200 OK\r\n\r\n"),
+            "a close-delimited body ends the connection"
+        );
     }
 }

@@ -64,7 +64,9 @@ pub(super) async fn exchange(
             // The connection closed before taking any of the request.
             Err(h1::Failed::Unsent(unsent)) if reused => out = unsent,
             Err(h1::Failed::Unsent(_)) => {
-                return Err(Failure::Failed("the connection closed before the request was sent".into()));
+                return Err(Failure::Failed(
+                    "the connection closed before the request was sent".into(),
+                ));
             }
             Err(h1::Failed::Closed(e)) if reused => return Err(Failure::Stale(e.into())),
             Err(e @ (h1::Failed::Closed(_) | h1::Failed::Other(_))) => {
@@ -210,7 +212,11 @@ mod tests {
         for _ in 0..3 {
             request(&connect, &replica, get()).await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the connection was not reused");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the connection was not reused"
+        );
         assert_eq!(replica.conns.idle(), 1);
     }
 
