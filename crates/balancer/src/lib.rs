@@ -4,7 +4,9 @@
 //! connections and sends each request to the [`admin`] API or straight to
 //! the [`proxy`], which extracts the key,
 //! asks the [`policy`] for a replica from the [`pool`]'s current snapshot and
-//! forwards with a pooled client, retrying elsewhere on a connect failure.
+//! forwards over a kept-alive connection from the replica's idle list
+//! ([`conns`]) with our own HTTP/1.1 client side ([`h1`]), retrying
+//! elsewhere on a connect failure.
 //! The control path: the admin API, [`health`] checks and the
 //! [`orchestrator`] send messages to the [`supervisor`], the only writer of
 //! pool membership, which publishes a new snapshot.
