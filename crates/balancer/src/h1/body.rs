@@ -170,7 +170,7 @@ impl ResponseBody {
         loop {
             ready!(io.poll_read_ready(cx))?;
             self.buf.reserve(want);
-            match io.try_read_buf(&mut self.buf) {
+            match super::read(io, &mut self.buf) {
                 Ok(0) => return Poll::Ready(Ok(false)),
                 Ok(n) => {
                     if n >= self.read_size {

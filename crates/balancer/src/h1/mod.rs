@@ -22,7 +22,7 @@ use std::{future::poll_fn, io, task::Poll};
 
 use bytes::BytesMut;
 use http::Response;
-use tokio::net::TcpStream;
+use tokio::{io::Interest, net::TcpStream};
 
 pub use body::{End, ResponseBody};
 pub use request::Outgoing;
@@ -107,7 +107,7 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
             if buf.capacity() - buf.len() < 512 {
                 buf.reserve(if buf.is_empty() { HEAD_READ } else { buf.len() });
             }
-            match io.try_read_buf(&mut buf) {
+            match read(&io, &mut buf) {
                 Ok(0) if buf.is_empty() => {
                     let e = write_failed
                         .take()
@@ -147,6 +147,32 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
 }
 
 /// Whether `e` is the peer resetting or closing under a write or read.
+/// Reads what `io` holds into `buf`'s spare room. A TCP receive returns
+/// everything queued up to the room offered, so a read that leaves room
+/// found the socket drained: its readiness is cleared then, as HAProxy
+/// does after a short read, and the next wait goes to the reactor instead
+/// of a receive that only says "would block" (one syscall a request on a
+/// kept-alive connection). The clear is tokio's own (`try_io`), keyed to
+/// the readiness seen before the read: data that arrived since is not
+/// missed.
+pub(crate) fn read(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut got = None;
+    let read = io.try_io(Interest::READABLE, || {
+        let room = buf.capacity() - buf.len();
+        let n = io.try_read_buf(buf)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match (read, got) {
+        (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => Ok(n),
+        (read, _) => read,
+    }
+}
+
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -154,4 +180,69 @@ fn is_reset(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionAborted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Waker};
+
+    use tokio::{io::AsyncWriteExt as _, net::TcpListener};
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (theirs, _) = listener.accept().await.expect("accept");
+        (ours, theirs)
+    }
+
+    fn ready_now(io: &TcpStream) -> bool {
+        io.poll_read_ready(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_new_data_brings_it_back() {
+        let (ours, mut theirs) = pair().await;
+        theirs.write_all(b"hello").await.expect("write");
+        ours.readable().await.expect("readable");
+        let mut buf = BytesMut::with_capacity(64);
+        assert_eq!(read(&ours, &mut buf).expect("read"), 5);
+        // Drained: the next wait is the reactor's, with no receive first.
+        assert!(!ready_now(&ours));
+        theirs.write_all(b" again").await.expect("write");
+        tokio::time::timeout(std::time::Duration::from_secs(5), ours.readable())
+            .await
+            .expect("the new data is announced")
+            .expect("readable");
+        assert_eq!(read(&ours, &mut buf).expect("read"), 6);
+        assert_eq!(&buf[..], b"hello again");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fills_the_room_keeps_readiness() {
+        let (ours, mut theirs) = pair().await;
+        theirs.write_all(&[b'x'; 100]).await.expect("write");
+        ours.readable().await.expect("readable");
+        let mut buf = BytesMut::with_capacity(64);
+        let room = buf.capacity();
+        assert_eq!(read(&ours, &mut buf).expect("read"), room);
+        // More may be queued: the socket is read again before any wait.
+        assert!(ready_now(&ours));
+        buf.reserve(256);
+        assert_eq!(read(&ours, &mut buf).expect("read"), 100 - room);
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_is_read_as_zero_and_stays_ready() {
+        let (ours, theirs) = pair().await;
+        drop(theirs);
+        ours.readable().await.expect("readable");
+        let mut buf = BytesMut::with_capacity(64);
+        assert_eq!(read(&ours, &mut buf).expect("read"), 0);
+        assert!(ready_now(&ours));
+    }
 }
