@@ -66,43 +66,70 @@ pub enum SendError {
 impl Outgoing {
     /// `req` with an origin-form target, encoded for the wire.
     pub fn new(req: Request<Body>) -> Result<Self, Error> {
-        let (mut parts, body) = req.into_parts();
-        let end = body.is_end_stream();
-        let framing = framing(
-            &mut parts.headers,
-            &parts.method,
-            end,
-            body.size_hint().exact(),
-        )?;
+        let (parts, body) = req.into_parts();
         let target = parts
             .uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str);
-        let size = parts.method.as_str().len()
+        Self::encode(&parts.method, target, &parts.headers, None, body)
+    }
+
+    /// A request encoded for the wire from its borrowed head: the caller
+    /// keeps the headers for another attempt, so none is copied to send
+    /// one. `target` is origin-form; `host` is written when the headers
+    /// have no `Host`.
+    pub fn encode(
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        host: Option<&str>,
+        body: Body,
+    ) -> Result<Self, Error> {
+        let end = body.is_end_stream();
+        let (framing, added) = framing(headers, method, end, body.size_hint().exact())?;
+        let host = host.filter(|_| !headers.contains_key(header::HOST));
+        let size = method.as_str().len()
             + target.len()
             + 16
-            + parts
-                .headers
+            + headers
                 .iter()
                 .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum::<usize>();
+                .sum::<usize>()
+            + host.map_or(0, |h| h.len() + 8)
+            + if added.is_some() { 40 } else { 0 };
         let mut head = BytesMut::with_capacity(size);
-        head.put_slice(parts.method.as_str().as_bytes());
+        head.put_slice(method.as_str().as_bytes());
         head.put_u8(b' ');
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            head.put_slice(name.as_str().as_bytes());
-            head.put_slice(b": ");
-            head.put_slice(value.as_bytes());
-            head.put_slice(b"\r\n");
+        for (name, value) in headers {
+            // Transfer-Encoding is hop-by-hop: whatever the client sent is
+            // not this connection's.
+            if name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            line(&mut head, name.as_str(), value.as_bytes());
+        }
+        if let Some(host) = host {
+            line(&mut head, "host", host.as_bytes());
+        }
+        match added {
+            Some(Framing::Length(len)) => {
+                line(
+                    &mut head,
+                    "content-length",
+                    http::HeaderValue::from(len).as_bytes(),
+                );
+            }
+            Some(Framing::Chunked) => line(&mut head, "transfer-encoding", b"chunked"),
+            None => {}
         }
         head.put_slice(b"\r\n");
         let mut queue = VecDeque::with_capacity(2);
         queue.push_back(head.freeze());
         let nothing_to_send = end || framing == Framing::Length(0);
         Ok(Self {
-            method: parts.method,
+            method: method.clone(),
             queue,
             body: (!nothing_to_send).then_some(body),
             framing,
@@ -241,18 +268,22 @@ impl Outgoing {
     }
 }
 
-/// Sets the framing headers as hyper's client does: a `Content-Length`
-/// the client sent is kept, a known size becomes one, an unknown size is
-/// chunked unless the method never has a body.
+fn line(head: &mut BytesMut, name: &str, value: &[u8]) {
+    head.put_slice(name.as_bytes());
+    head.put_slice(b": ");
+    head.put_slice(value);
+    head.put_slice(b"\r\n");
+}
+
+/// The body's framing as hyper's client sets it, and the framing header to
+/// add: a `Content-Length` the client sent is kept, a known size becomes
+/// one, an unknown size is chunked unless the method never has a body.
 fn framing(
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     method: &Method,
     end: bool,
     exact: Option<u64>,
-) -> Result<Framing, Error> {
-    // Transfer-Encoding is hop-by-hop: whatever the client sent is not
-    // this connection's.
-    headers.remove(header::TRANSFER_ENCODING);
+) -> Result<(Framing, Option<Framing>), Error> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .map(|v| {
@@ -263,23 +294,18 @@ fn framing(
         })
         .transpose()?;
     if end {
-        return Ok(Framing::Length(0));
+        return Ok((Framing::Length(0), None));
     }
     if let Some(len) = declared {
-        return Ok(Framing::Length(len));
+        return Ok((Framing::Length(len), None));
     }
     if let Some(len) = exact {
-        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
-        return Ok(Framing::Length(len));
+        return Ok((Framing::Length(len), Some(Framing::Length(len))));
     }
     if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) {
-        return Ok(Framing::Length(0));
+        return Ok((Framing::Length(0), None));
     }
-    headers.insert(
-        header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    );
-    Ok(Framing::Chunked)
+    Ok((Framing::Chunked, Some(Framing::Chunked)))
 }
 
 #[cfg(test)]
@@ -334,5 +360,33 @@ mod tests {
             .body(stream())
             .expect("req");
         assert!(Outgoing::new(req).is_err());
+    }
+
+    #[test]
+    fn encoding_borrows_the_head_and_names_the_host_only_when_missing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", "1".parse().expect("value"));
+        headers.insert("transfer-encoding", "gzip".parse().expect("value"));
+        let before = headers.clone();
+        let encode = |headers: &HeaderMap| {
+            let out = Outgoing::encode(
+                &Method::POST,
+                "/p",
+                headers,
+                Some("10.0.0.1:80"),
+                Body::from("hi"),
+            )
+            .expect("encodes");
+            String::from_utf8(out.queue[0].to_vec()).expect("utf-8")
+        };
+        assert_eq!(
+            encode(&headers),
+            "POST /p HTTP/1.1\r\nx-a: 1\r\nhost: 10.0.0.1:80\r\ncontent-length: 2\r\n\r\n"
+        );
+        // The same head again, for a second attempt: untouched by the first.
+        assert_eq!(headers, before);
+        headers.insert("host", "example.com".parse().expect("value"));
+        let text = encode(&headers);
+        assert!(text.contains("host: example.com\r\n") && !text.contains("10.0.0.1"), "{text}");
     }
 }

@@ -26,8 +26,9 @@ use super::{
 };
 use crate::{
     events::{EventKind, EventLog},
+    h1::Outgoing,
     metrics::Metrics,
-    replica::{Health, InFlight, Protocol, Replica},
+    replica::{Health, InFlight, Replica},
 };
 
 /// How often an attempt waiting for its response head looks whether its
@@ -62,11 +63,19 @@ pub(super) enum Outcome {
     TimedOut,
 }
 
+/// One attempt's request: encoded for our HTTP/1.1 client (from the
+/// borrowed head, so a request that may be sent again needs no copy of
+/// its headers), or a `Request` for hyper's h2c client.
+pub(super) enum Upstream {
+    H1(Outgoing),
+    H2c(Request<Body>),
+}
+
 impl Proxy {
     pub(super) async fn attempt(
         &self,
         in_flight: InFlight,
-        upstream: Request<Body>,
+        upstream: Upstream,
         upload: &Upload,
         response_timeout: Duration,
     ) -> Outcome {
@@ -144,14 +153,14 @@ impl Proxy {
     async fn exchange(
         &self,
         replica: &Arc<Replica>,
-        upstream: Request<Body>,
+        upstream: Upstream,
         since: Instant,
     ) -> Result<Response<Answer>, Failure> {
-        match replica.protocol {
-            Protocol::Http1 => exchange(&self.connect, replica, upstream, UPSTREAM_IDLE)
+        match upstream {
+            Upstream::H1(out) => exchange(&self.connect, replica, out, UPSTREAM_IDLE)
                 .await
                 .map(|resp| resp.map(Answer::Own)),
-            Protocol::H2c => match self.client_h2c.request(upstream).await {
+            Upstream::H2c(upstream) => match self.client_h2c.request(upstream).await {
                 Ok(resp) => Ok(resp.map(Answer::Hyper)),
                 Err(e) if e.is_connect() => Err(Failure::Connect(e.to_string())),
                 Err(e) => {

@@ -54,12 +54,6 @@ pub(super) fn upstream_uri(
     Uri::from_parts(parts).unwrap_or_default()
 }
 
-/// The request target sent on a connection of our own: origin-form
-/// (`/path?query`), the replica named by the `Host` header.
-pub(super) fn origin_form(path_and_query: Option<&http::uri::PathAndQuery>) -> Uri {
-    path_and_query.map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use axum::{BoxError, body::Body};
-use http::{Request, Response, Uri};
+use axum::BoxError;
+use http::{Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpStream;
 use tower::Service as _;
@@ -45,15 +45,14 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Sends `req` to `replica` and returns the response head; its body hands
+/// Sends `out` to `replica` and returns the response head; its body hands
 /// the connection back to the pool once it has ended.
 pub(super) async fn exchange(
     connect: &Connect,
     replica: &Arc<Replica>,
-    req: Request<Body>,
+    mut out: Outgoing,
     max_idle: Duration,
 ) -> Result<Response<ResponseBody>, Failure> {
-    let mut out = Outgoing::new(req).map_err(|e| Failure::Failed(e.into()))?;
     loop {
         let (io, reused) = match replica.conns.take(max_idle) {
             Some(io) => (io, true),
@@ -105,7 +104,9 @@ mod tests {
         sync::atomic::{AtomicUsize, Ordering},
     };
 
+    use axum::body::Body;
     use bytes::Bytes;
+    use http::Request;
     use http_body_util::BodyExt as _;
     use tokio::{
         io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -181,7 +182,8 @@ mod tests {
     /// One request through the pool; its connection goes back when the body
     /// ends (and the upload, if the replica answered before it).
     async fn request(connect: &Connect, replica: &Arc<Replica>, req: Request<Body>) {
-        let resp = exchange(connect, replica, req, LONG)
+        let out = Outgoing::new(req).expect("encodes");
+        let resp = exchange(connect, replica, out, LONG)
             .await
             .unwrap_or_else(|e| panic!("exchange: {e}"));
         assert_eq!(resp.status(), 200);

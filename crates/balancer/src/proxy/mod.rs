@@ -63,14 +63,15 @@ use crate::{
     activity::RequestGuard,
     error::failure,
     events::EventLog,
+    h1::Outgoing,
     metrics::Metrics,
     policy::{KeySource, Pick},
     pool::{Pool, Snapshot},
     replica::{InFlight, Protocol, Replica},
 };
-use attempt::{Outcome, blame};
+use attempt::{Outcome, Upstream, blame};
 use body::{Answer, InFlightBody};
-use call::{Call, is_idempotent, origin_form, upstream_uri};
+use call::{Call, is_idempotent, upstream_uri};
 use error::UpstreamError;
 use payload::Payload;
 use tried::Tried;
@@ -282,34 +283,46 @@ impl Proxy {
             if attempt > 0 || stale_retried {
                 Metrics::inc(&self.metrics.retries);
             }
-            // The headers move into an attempt that cannot be followed by
-            // another; only one that may be sent again sends a copy.
-            let may_resend = payload.replayable()
-                && (attempt < self.config.retries || (idempotent && !stale_retried));
-            let headers = if may_resend {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
-            };
-            let mut upstream = Request::new(body);
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.headers_mut() = headers;
-            match replica.protocol {
+            let upstream = match replica.protocol {
+                // Encoded from the borrowed head: another attempt can
+                // follow with no copy of the headers.
                 Protocol::Http1 => {
-                    *upstream.uri_mut() = origin_form(path_and_query.as_ref());
-                    if !upstream.headers().contains_key(http::header::HOST) {
-                        upstream.headers_mut().insert(
-                            http::header::HOST,
-                            http::HeaderValue::from_str(replica.authority.as_str())
-                                .unwrap_or(http::HeaderValue::from_static("localhost")),
-                        );
+                    let target = path_and_query
+                        .as_ref()
+                        .map_or("/", http::uri::PathAndQuery::as_str);
+                    match Outgoing::encode(
+                        &parts.method,
+                        target,
+                        &parts.headers,
+                        Some(replica.authority.as_str()),
+                        body,
+                    ) {
+                        Ok(out) => Upstream::H1(out),
+                        Err(e) => {
+                            drop(in_flight);
+                            return self.served(failure(StatusCode::BAD_REQUEST, e), None, sent);
+                        }
                     }
                 }
                 Protocol::H2c => {
+                    // The headers move into an attempt that cannot be
+                    // followed by another; only one that may be sent
+                    // again sends a copy.
+                    let may_resend = payload.replayable()
+                        && (attempt < self.config.retries || (idempotent && !stale_retried));
+                    let headers = if may_resend {
+                        parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut parts.headers)
+                    };
+                    let mut upstream = Request::new(body);
+                    *upstream.method_mut() = parts.method.clone();
+                    *upstream.headers_mut() = headers;
                     *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
                     *upstream.version_mut() = Version::HTTP_2;
+                    Upstream::H2c(upstream)
                 }
-            }
+            };
             let response_timeout = call.response_timeout(self.config.response_timeout);
 
             match self
