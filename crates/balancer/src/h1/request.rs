@@ -387,6 +387,9 @@ mod tests {
         assert_eq!(headers, before);
         headers.insert("host", "example.com".parse().expect("value"));
         let text = encode(&headers);
-        assert!(text.contains("host: example.com\r\n") && !text.contains("10.0.0.1"), "{text}");
+        assert!(
+            text.contains("host: example.com\r\n") && !text.contains("10.0.0.1"),
+            "{text}"
+        );
     }
 }
