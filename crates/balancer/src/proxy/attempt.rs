@@ -67,7 +67,11 @@ pub(super) enum Outcome {
 /// borrowed head, so a request that may be sent again needs no copy of
 /// its headers), or a `Request` for hyper's h2c client.
 pub(super) enum Upstream {
-    H1(Outgoing),
+    /// `fresh`: on a new connection, not one from the idle list.
+    H1 {
+        out: Outgoing,
+        fresh: bool,
+    },
     H2c(Request<Body>),
 }
 
@@ -157,9 +161,11 @@ impl Proxy {
         since: Instant,
     ) -> Result<Response<Answer>, Failure> {
         match upstream {
-            Upstream::H1(out) => exchange(&self.connect, replica, out, UPSTREAM_IDLE)
-                .await
-                .map(|resp| resp.map(Answer::Own)),
+            Upstream::H1 { out, fresh } => {
+                exchange(&self.connect, replica, out, UPSTREAM_IDLE, fresh)
+                    .await
+                    .map(|resp| resp.map(Answer::Own))
+            }
             Upstream::H2c(upstream) => match self.client_h2c.request(upstream).await {
                 Ok(resp) => Ok(resp.map(Answer::Hyper)),
                 Err(e) if e.is_connect() => Err(Failure::Connect(e.to_string())),

@@ -46,15 +46,22 @@ impl fmt::Display for Failure {
 }
 
 /// Sends `out` to `replica` and returns the response head; its body hands
-/// the connection back to the pool once it has ended.
+/// the connection back to the pool once it has ended. `fresh`: on a new
+/// connection, whatever the idle list holds.
 pub(super) async fn exchange(
     connect: &Connect,
     replica: &Arc<Replica>,
     mut out: Outgoing,
     max_idle: Duration,
+    fresh: bool,
 ) -> Result<Response<ResponseBody>, Failure> {
     loop {
-        let (io, reused) = match replica.conns.take(max_idle) {
+        let pooled = if fresh {
+            None
+        } else {
+            replica.conns.take(max_idle)
+        };
+        let (io, reused) = match pooled {
             Some(io) => (io, true),
             None => (connect.open(replica).await?, false),
         };
@@ -182,8 +189,17 @@ mod tests {
     /// One request through the pool; its connection goes back when the body
     /// ends (and the upload, if the replica answered before it).
     async fn request(connect: &Connect, replica: &Arc<Replica>, req: Request<Body>) {
+        request_on(connect, replica, req, false).await;
+    }
+
+    async fn request_on(
+        connect: &Connect,
+        replica: &Arc<Replica>,
+        req: Request<Body>,
+        fresh: bool,
+    ) {
         let out = Outgoing::new(req).expect("encodes");
-        let resp = exchange(connect, replica, out, LONG)
+        let resp = exchange(connect, replica, out, LONG, fresh)
             .await
             .unwrap_or_else(|e| panic!("exchange: {e}"));
         assert_eq!(resp.status(), 200);
@@ -220,6 +236,20 @@ mod tests {
             "the connection was not reused"
         );
         assert_eq!(replica.conns.idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_stale_connection_goes_on_a_new_one() {
+        // The e2e `docker kill` saw two 502s: a stale connection's retry
+        // took the next idle one, closed by the same kill but not yet seen
+        // as closed, and a second stale ends the request.
+        let (replica, accepted) = replica(None).await;
+        let connect = connect();
+        request(&connect, &replica, get()).await;
+        assert_eq!(replica.conns.idle(), 1);
+        request_on(&connect, &replica, get(), true).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no new connection");
+        assert_eq!(replica.conns.idle(), 2, "the idle one was taken");
     }
 
     #[tokio::test]

@@ -264,6 +264,10 @@ impl Proxy {
         // Requests actually sent to a replica (a stale retry is one more).
         let mut sent = 0;
         while attempt <= self.config.retries {
+            // After a stale pooled connection the same replica is tried
+            // on a new connection: the rest of its idle list may have been
+            // closed by the same restart and not be seen as closed yet.
+            let fresh = again.is_some();
             let index = match again.take() {
                 Some(index) => index,
                 None => match self.pick(&snapshot, key, &mut tried) {
@@ -297,7 +301,7 @@ impl Proxy {
                         Some(replica.authority.as_str()),
                         body,
                     ) {
-                        Ok(out) => Upstream::H1(out),
+                        Ok(out) => Upstream::H1 { out, fresh },
                         Err(e) => {
                             drop(in_flight);
                             return self.served(failure(StatusCode::BAD_REQUEST, e), None, sent);
