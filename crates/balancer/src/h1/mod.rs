@@ -155,7 +155,7 @@ pub async fn send(io: TcpStream, mut out: Outgoing) -> Result<Response<ResponseB
 /// kept-alive connection). The clear is tokio's own (`try_io`), keyed to
 /// the readiness seen before the read: data that arrived since is not
 /// missed.
-pub(crate) fn read(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+fn read(io: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     let mut got = None;
     let read = io.try_io(Interest::READABLE, || {
         let room = buf.capacity() - buf.len();

@@ -13,7 +13,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, header};
+use http::{HeaderMap, Method, header};
 use hyper::body::Body as _;
 use tokio::net::TcpStream;
 
@@ -64,8 +64,10 @@ pub enum SendError {
 }
 
 impl Outgoing {
-    /// `req` with an origin-form target, encoded for the wire.
-    pub fn new(req: Request<Body>) -> Result<Self, Error> {
+    /// `req` with an origin-form target, encoded for the wire (the tests'
+    /// shorthand for [`Outgoing::encode`]).
+    #[cfg(test)]
+    pub fn new(req: http::Request<Body>) -> Result<Self, Error> {
         let (parts, body) = req.into_parts();
         let target = parts
             .uri
@@ -310,6 +312,8 @@ fn framing(
 
 #[cfg(test)]
 mod tests {
+    use http::Request;
+
     use super::*;
 
     fn head(req: Request<Body>) -> String {

@@ -283,10 +283,6 @@ impl Proxy {
                 continue;
             };
             let Some(body) = payload.take() else { break };
-            sent += 1;
-            if attempt > 0 || stale_retried {
-                Metrics::inc(&self.metrics.retries);
-            }
             let upstream = match replica.protocol {
                 // Encoded from the borrowed head: another attempt can
                 // follow with no copy of the headers.
@@ -302,6 +298,7 @@ impl Proxy {
                         body,
                     ) {
                         Ok(out) => Upstream::H1 { out, fresh },
+                        // The client's head, not the replica's fault.
                         Err(e) => {
                             drop(in_flight);
                             return self.served(failure(StatusCode::BAD_REQUEST, e), None, sent);
@@ -327,6 +324,12 @@ impl Proxy {
                     Upstream::H2c(upstream)
                 }
             };
+            // Counted once the request is ready to go: one refused above
+            // (a Content-Length that does not parse) reached no replica.
+            sent += 1;
+            if attempt > 0 || stale_retried {
+                Metrics::inc(&self.metrics.retries);
+            }
             let response_timeout = call.response_timeout(self.config.response_timeout);
 
             match self
