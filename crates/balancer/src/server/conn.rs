@@ -1,15 +1,15 @@
 //! One client connection, from its accept to its end: the wait for its
 //! first bytes (which also tell HTTP/1.1 from h2c on the plain listener),
-//! the TLS handshake, then hyper's HTTP/1.1 or HTTP/2 until it ends or
-//! shutdown asks it to finish what is in flight.
+//! the TLS handshake, then HTTP/1.1 or HTTP/2 until it ends or shutdown
+//! asks it to finish what is in flight. Plain HTTP/1.1 is served by our
+//! own server side ([`h1`]) and, for what that leaves to hyper, by hyper's;
+//! TLS and HTTP/2 by hyper's.
 //!
-//! A plain HTTP/1.1 connection idle for [`PARK_AFTER`] is parked, as idle
-//! upstream connections are (`conns`): hyper lets go of it between two
-//! requests, its state (buffers, the in-flight slot, about 30 KiB) is
-//! dropped, and the connection waits as its socket until the client sends
-//! again, when hyper's state is built anew with whatever hyper had already
-//! read given back first. A kept-alive connection then costs what a new
-//! one does. hyper hands a socket back only on a connection served without
+//! A plain HTTP/1.1 connection hyper serves is parked once it idles for
+//! [`PARK_AFTER`], as idle upstream connections are (`conns`): hyper lets
+//! go of it between two requests, its state (buffers, the in-flight slot,
+//! about 30 KiB) is dropped, and the connection goes back to [`h1`], with
+//! whatever hyper had already read given back first. hyper hands a socket back only on a connection served without
 //! its upgrade support, so upgrades (WebSocket) take the socket the same
 //! way, through the tunnel's [`Handover`]. TLS connections are not parked:
 //! their session holds state of its own that readiness of the socket does
@@ -32,7 +32,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ServeOptions, handle, io::ClientIo};
+use super::{ServeOptions, h1, handle, io::ClientIo};
 use crate::{
     activity::Activity,
     admin::App,
@@ -216,7 +216,6 @@ impl Connection {
             builders,
             stop,
             activity: &activity,
-            metrics: &app.metrics,
         };
         let handshake_by = accepted + options.timeouts.header_read;
         let served = async {
@@ -224,7 +223,17 @@ impl Connection {
                 // Boxed: HTTP/2's connection state is several times an
                 // HTTP/1.1 one's, and inline it would size every task.
                 None if h2 => Box::pin(http.h2(TokioIo::new(io), service)).await,
-                None => http.parking_h1(io, service, &handover).await,
+                None => {
+                    let own = h1::Server {
+                        listener: &listener,
+                        info,
+                        activity: &activity,
+                        handover: &handover,
+                        metrics: &app.metrics,
+                        stop,
+                    };
+                    http.plain_h1(io, service, &handover, &own).await
+                }
                 // Boxed: a TLS connection's state (the handshake, the
                 // rustls session) is larger than a plain one's, and
                 // inline it would size every plain connection's task.
@@ -261,7 +270,6 @@ struct Http<'a> {
     /// Shutdown: requests in flight finish, then the connection closes.
     stop: &'a CancellationToken,
     activity: &'a Activity,
-    metrics: &'a Metrics,
 }
 
 /// How serving HTTP/1.1 with hyper ended.
@@ -293,13 +301,15 @@ impl Http<'_> {
         conn.await.map_err(|e| e.to_string())
     }
 
-    /// Serves HTTP/1.1 on a plain connection until it ends, parking it
-    /// whenever it idles for [`PARK_AFTER`].
-    async fn parking_h1<S>(
+    /// Serves HTTP/1.1 on a plain connection until it ends: our own server
+    /// side ([`h1`]) for what it serves, hyper for the rest from the first
+    /// byte of a request it cannot, until hyper parks the connection.
+    async fn plain_h1<S>(
         &self,
         mut io: ClientIo<TcpStream>,
         service: S,
         handover: &Handover,
+        own: &h1::Server<'_>,
     ) -> Result<(), String>
     where
         S: hyper::service::HttpService<Incoming, ResBody = Body> + Clone + Unpin + Send + 'static,
@@ -307,8 +317,12 @@ impl Http<'_> {
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         loop {
-            // Boxed: built anew each time the connection wakes, and let go
-            // of while it is parked.
+            match own.run(&mut io).await.map_err(|e| e.to_string())? {
+                h1::End::Closed => return Ok(()),
+                h1::End::Hyper(read) => io.replay(&read),
+            }
+            // Boxed: built only for a request hyper serves, and let go of
+            // once the connection idles again.
             let served = Box::pin(self.h1(io, service.clone(), handover, true));
             let (back, read) = match served.await? {
                 H1End::Done => return Ok(()),
@@ -318,11 +332,6 @@ impl Http<'_> {
             io.replay(&read);
             drop(read);
             crate::memory::released();
-            let _parked = self.metrics.connection_parked();
-            tokio::select! {
-                woken = io.parked() => woken.map_err(|e| e.to_string())?,
-                () = self.stop.cancelled() => return Ok(()),
-            }
         }
     }
 

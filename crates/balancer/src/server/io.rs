@@ -12,7 +12,7 @@
 //!
 //! Bodies have their own bounds (`proxy::upload`). Whether a request is in
 //! flight comes from [`Activity`]. The same deadlines hold while the
-//! connection is parked (`ClientIo::parked`), so parking changes what an
+//! connection is parked (`server::h1`), so parking changes what an
 //! idle connection costs, not how long it may idle.
 
 use std::{
@@ -26,7 +26,6 @@ use std::{
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     time::{Instant, Sleep},
 };
 
@@ -186,25 +185,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                 this.poll_deadline(cx).map(Err)
             }
         }
-    }
-}
-
-impl ClientIo<TcpStream> {
-    /// Waits, while nothing of hyper's is held for the connection, until
-    /// the client sends again (at once if bytes read earlier wait), or
-    /// fails at the idle or head deadline as a read would.
-    pub(crate) async fn parked(&mut self) -> io::Result<()> {
-        if !self.replay.is_empty() {
-            return Ok(());
-        }
-        std::future::poll_fn(|cx| {
-            // Readable includes the client's close: hyper then sees it.
-            if self.inner.poll_read_ready(cx)?.is_ready() {
-                return Poll::Ready(Ok(()));
-            }
-            self.poll_deadline(cx).map(Err)
-        })
-        .await
     }
 }
 

@@ -24,6 +24,7 @@
 //! finish (bounded by the caller), and closes idle keep-alive connections.
 
 mod conn;
+mod h1;
 pub mod io;
 pub mod limit;
 pub mod request;
@@ -32,7 +33,6 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
@@ -173,15 +173,19 @@ pub async fn serve(
 
 /// One request: its head checked, then the balancer's own endpoints to the
 /// router and the rest to the proxy, as the listener's role says.
-fn handle(
+fn handle<B>(
     app: Arc<App>,
     router: &Router,
     role: Role,
     info: ClientInfo,
     activity: &Arc<Activity>,
     handover: &Handover,
-    mut req: Request<Incoming>,
-) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<> {
+    mut req: Request<B>,
+) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let guard = activity.start();
     if req
         .extensions()

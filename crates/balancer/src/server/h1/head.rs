@@ -1,0 +1,287 @@
+//! A client's request head as the fast path takes it: parsed with
+//! `httparse` from the bytes read, its target and field values kept as
+//! slices of those bytes, and anything the fast path does not serve
+//! itself told apart, so that hyper serves it (and answers its errors)
+//! exactly as before.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use http_body_util::Full;
+
+/// The most field lines a request head may have (hyper's default too: a
+/// head with more goes to hyper, which answers 431).
+const MAX_HEADERS: usize = 100;
+
+/// The largest body read with its head before the request is served here;
+/// a longer one is streamed by hyper.
+pub const MAX_BUFFERED_BODY: usize = 16 * 1024;
+
+/// What the bytes at the front of the buffer are.
+#[derive(Debug)]
+pub enum Parsed<R = Ready> {
+    /// A request served here, split off the buffer with its body.
+    Request(R),
+    /// Not all of it yet: read until the buffer holds `at_least` bytes.
+    Partial { at_least: usize },
+    /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, a body
+    /// longer than [`MAX_BUFFERED_BODY`], a head hyper would refuse): for
+    /// hyper, from the first byte.
+    Hyper,
+}
+
+/// A request ready to be served.
+#[derive(Debug)]
+pub struct Ready {
+    pub request: Request<Full<Bytes>>,
+    /// Whether the client keeps the connection after this request.
+    pub keep_alive: bool,
+}
+
+/// Parses the request at the front of `buf`; on [`Parsed::Request`] its
+/// head and body are consumed. A head longer than `max_head` is hyper's
+/// (it answers 431).
+pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    // Frozen, so that the target and field values can be slices of the
+    // bytes read (no copy, no table of offsets) while the parser borrows
+    // them; what is not consumed is given back as it was.
+    let bytes = std::mem::take(buf).freeze();
+    let (parsed, used) = match parse_frozen(&bytes, max_head) {
+        Parsed::Request((ready, used)) => (Parsed::Request(ready), used),
+        Parsed::Partial { at_least } => (Parsed::Partial { at_least }, 0),
+        Parsed::Hyper => (Parsed::Hyper, 0),
+    };
+    *buf = match (used, bytes.len() - used) {
+        (0, _) => bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+        (_, 0) => BytesMut::new(),
+        // Pipelined behind the request: rare, copied.
+        _ => BytesMut::from(&bytes[used..]),
+    };
+    parsed
+}
+
+/// [`parse`] on the frozen bytes: with the request, how many bytes it took.
+fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
+    // Uninitialised: zeroing 100 slots costs more than the parse itself
+    // (see `h1::response`).
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        bytes,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Partial) if bytes.len() <= max_head => {
+            return Parsed::Partial {
+                at_least: bytes.len() + 1,
+            };
+        }
+        Ok(_) | Err(_) => return Parsed::Hyper,
+    };
+    let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Parsed::Hyper;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Hyper;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Hyper;
+    }
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut body_len = 0;
+    let mut lengths = 0;
+    let mut connection = Tokens::default();
+    for field in &*parsed.headers {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::Hyper;
+        };
+        if name == header::CONTENT_LENGTH {
+            match content_length(field.value) {
+                Some(n) if lengths == 0 || n == body_len => body_len = n,
+                _ => return Parsed::Hyper,
+            }
+            lengths += 1;
+        } else if name == header::CONNECTION {
+            connection.add(field.value);
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return Parsed::Hyper;
+        }
+        let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)) else {
+            return Parsed::Hyper;
+        };
+        headers.append(name, value);
+    }
+    if connection.upgrade || body_len > MAX_BUFFERED_BODY {
+        return Parsed::Hyper;
+    }
+    if bytes.len() < len + body_len {
+        return Parsed::Partial {
+            at_least: len + body_len,
+        };
+    }
+    let Ok(uri) = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())) else {
+        return Parsed::Hyper;
+    };
+    let keep_alive = match version {
+        Version::HTTP_11 => !connection.close,
+        _ => connection.keep_alive && !connection.close,
+    };
+    let mut request = Request::new(Full::new(bytes.slice(len..len + body_len)));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Parsed::Request((
+        Ready {
+            request,
+            keep_alive,
+        },
+        len + body_len,
+    ))
+}
+
+/// A `Content-Length` value hyper would accept: digits, or a list of the
+/// same digits.
+fn content_length(value: &[u8]) -> Option<usize> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse::<usize>().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
+/// The `Connection` tokens that matter here.
+#[derive(Debug, Default)]
+struct Tokens {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+}
+
+impl Tokens {
+    fn add(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    fn parse_str(wire: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(wire.as_bytes());
+        (parse(&mut buf, 1024), buf)
+    }
+
+    fn ready(wire: &str) -> (Ready, BytesMut) {
+        match parse_str(wire) {
+            (Parsed::Request(ready), rest) => (ready, rest),
+            (other, _) => panic!("not served here: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_get_is_split_off_with_its_fields_and_leaves_what_follows() {
+        let (ready, rest) =
+            ready("GET /a?b=c HTTP/1.1\r\nHost: lb\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
+        let req = ready.request;
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "lb");
+        let two: Vec<_> = req.headers().get_all("x-two").iter().collect();
+        assert_eq!(two, ["1", "2"]);
+        assert!(ready.keep_alive);
+        assert_eq!(&rest[..], b"GET /next");
+        let body = req.into_body().collect().await.expect("body").to_bytes();
+        assert!(body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_bound_comes_with_its_head() {
+        let wire = "POST /p HTTP/1.1\r\nHost: lb\r\nContent-Length: 5\r\n\r\nhello";
+        let (partial, _) = parse_str(&wire[..wire.len() - 2]);
+        assert!(
+            matches!(partial, Parsed::Partial { at_least } if at_least == wire.len()),
+            "{partial:?}"
+        );
+        let (ready, rest) = ready(wire);
+        assert!(rest.is_empty());
+        let body = ready.request.into_body().collect().await.expect("body");
+        assert_eq!(&body.to_bytes()[..], b"hello");
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let keeps = |wire: &str| ready(wire).0.keep_alive;
+        assert!(keeps("GET / HTTP/1.1\r\nHost: lb\r\n\r\n"));
+        assert!(!keeps(
+            "GET / HTTP/1.1\r\nHost: lb\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(!keeps("GET / HTTP/1.0\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn what_hyper_serves_is_left_whole() {
+        // Longer than the 1 KiB bound `parse_str` gives: hyper answers 431.
+        let long_head = format!(
+            "GET / HTTP/1.1\r\nHost: lb\r\nX: {}\r\n\r\n",
+            "a".repeat(1024)
+        );
+        let long_partial = format!("GET / HTTP/1.1\r\nHost: lb\r\nX: {}", "a".repeat(1024));
+        for wire in [
+            "GET / HTTP/1.1\r\nHost: lb\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: lb\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 99999999\r\n\r\n",
+            "CONNECT lb:443 HTTP/1.1\r\nHost: lb:443\r\n\r\n",
+            "GET / HTTP/1.1\r\nHo st: lb\r\n\r\n",
+            "GET /\x7f HTTP/1.1\r\n\r\n",
+            &long_head,
+            &long_partial,
+        ] {
+            let (parsed, rest) = parse_str(wire);
+            assert!(matches!(parsed, Parsed::Hyper), "{wire:?}: {parsed:?}");
+            assert_eq!(&rest[..], wire.as_bytes(), "{wire:?} consumed");
+        }
+    }
+
+    #[test]
+    fn a_list_of_equal_lengths_is_one_length() {
+        assert_eq!(content_length(b"3, 3"), Some(3));
+        assert_eq!(content_length(b"3, 4"), None);
+        assert_eq!(content_length(b""), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! HTTP/1.1 on plain client connections, our own server side of it for the
+//! requests that make up nearly all of a proxy's traffic: a head, and no
+//! body or a short one that came with it.
+//!
+//! hyper's server holds a fixed 8 KiB read buffer and an 8 KiB write buffer
+//! per connection while a request is in flight (hyper 1.x has no setting
+//! for either), so with thousands of requests in flight its buffers were
+//! most of the balancer's memory. Here a connection holds only the bytes
+//! read of its head (they become the request's target and field values,
+//! uncopied), and a response goes out from where its body was read, with
+//! the head encoded once into a small buffer and sent with the first bytes
+//! of the body in one write.
+//!
+//! Whatever else a client sends, from its first byte on, is hyper's, as
+//! before: upgrades and `CONNECT`, `Expect`, chunked or long uploads, and
+//! every head hyper would refuse (its 400 and 431 answers stay its own).
+//! The connection goes back to this loop once hyper lets go of it (parked
+//! after idling). Between requests the connection holds its socket and
+//! this loop's future only; parked (idle over [`PARK_AFTER`]) it is
+//! counted as such.
+
+mod date;
+mod head;
+mod write;
+
+use std::{convert::Infallible, io, sync::Arc};
+
+use bytes::BytesMut;
+use tokio::{io::AsyncWriteExt as _, net::TcpStream, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{conn::Listener, handle, io::ClientIo};
+use crate::{
+    activity::Activity,
+    conns::PARK_AFTER,
+    metrics::Metrics,
+    proxy::{ClientInfo, Handover},
+};
+use head::Parsed;
+
+/// The first read of a head: a typical request head and a short body fit.
+const FIRST_READ: usize = 2 * 1024;
+
+/// How serving a connection here ended.
+pub(super) enum End {
+    /// The connection is done with (closed, or to be closed).
+    Closed,
+    /// What was read is for hyper, from its first byte.
+    Hyper(BytesMut),
+}
+
+/// What serving requests on one connection needs.
+pub(super) struct Server<'a> {
+    pub(super) listener: &'a Arc<Listener>,
+    pub(super) info: ClientInfo,
+    pub(super) activity: &'a Arc<Activity>,
+    pub(super) handover: &'a Handover,
+    pub(super) metrics: &'a Metrics,
+    pub(super) stop: &'a CancellationToken,
+}
+
+impl Server<'_> {
+    /// Serves requests on `io` until the connection ends or a request is
+    /// one for hyper. Once `stop` fires, the request in flight is answered
+    /// and the connection closed.
+    pub(super) async fn run(&self, io: &mut ClientIo<TcpStream>) -> io::Result<End> {
+        let listener = &**self.listener;
+        let max_head = listener.options.max_header_size;
+        let mut buf = BytesMut::new();
+        let mut stopping = std::pin::pin!(self.stop.cancelled());
+        let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
+        let mut parked = None;
+        loop {
+            let ready = match head::parse(&mut buf, max_head) {
+                Parsed::Request(ready) => ready,
+                Parsed::Hyper => return Ok(End::Hyper(buf)),
+                Parsed::Partial { at_least } => {
+                    buf.reserve(at_least.saturating_sub(buf.len()).max(FIRST_READ));
+                    tokio::select! {
+                        biased;
+                        read = tokio::io::AsyncReadExt::read_buf(io, &mut buf) => {
+                            if read? == 0 {
+                                // Closed, or half-closed in the middle of a
+                                // request: hyper answers that as it did.
+                                return Ok(if buf.is_empty() { End::Closed } else { End::Hyper(buf) });
+                            }
+                            if parked.take().is_some() {
+                                idle_check.as_mut().reset(Instant::now() + PARK_AFTER);
+                            }
+                        }
+                        () = stopping.as_mut() => {
+                            let _ = io.shutdown().await;
+                            return Ok(End::Closed);
+                        }
+                        () = idle_check.as_mut(), if parked.is_none() => {
+                            let now = Instant::now();
+                            let due = self.activity.idle_since() + PARK_AFTER;
+                            if buf.is_empty() && due <= now {
+                                // Nothing held but the socket and this future.
+                                buf = BytesMut::new();
+                                crate::memory::released();
+                                parked = Some(self.metrics.connection_parked());
+                            } else {
+                                idle_check.as_mut().reset(due.max(now + PARK_AFTER / 4));
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let asked = write::Asked::of(&ready.request, ready.keep_alive);
+            // Boxed: held only while a request is in flight, not by every
+            // connection's future.
+            let response = Box::pin(handle(
+                listener.app.clone(),
+                &listener.router,
+                listener.options.role,
+                self.info,
+                self.activity,
+                self.handover,
+                ready.request,
+            ))
+            .await
+            .unwrap_or_else(|never: Infallible| match never {});
+            let keep_alive = write::send(io, response, asked).await?;
+            if !keep_alive || self.stop.is_cancelled() {
+                let _ = io.shutdown().await;
+                return Ok(End::Closed);
+            }
+        }
+    }
+}
