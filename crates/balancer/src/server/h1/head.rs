@@ -14,6 +14,11 @@ use http_body_util::Full;
 /// head with more goes to hyper, which answers 431).
 const MAX_HEADERS: usize = 100;
 
+/// Fields the proxy adds to a request on its way (`X-Forwarded-*`,
+/// `Forwarded`, `X-Request-Id`, `TE`): room for them from the start, where
+/// growing the map to fit them cost four reallocations a request.
+const ADDED_FIELDS: usize = 6;
+
 /// The largest body read with its head before the request is served here;
 /// a longer one is streamed by hyper.
 pub const MAX_BUFFERED_BODY: usize = 16 * 1024;
@@ -42,7 +47,11 @@ pub struct Ready {
 /// Parses the request at the front of `buf`; on [`Parsed::Request`] its
 /// head and body are consumed. A head longer than `max_head` is hyper's
 /// (it answers 431).
-pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+///
+/// `spent` is the buffer of the previous request, whose target and values
+/// were slices of it: once that request has ended it is reused (cleared)
+/// for the next read rather than allocated anew.
+pub fn parse(buf: &mut BytesMut, spent: &mut Option<Bytes>, max_head: usize) -> Parsed {
     // Frozen, so that the target and field values can be slices of the
     // bytes read (no copy, no table of offsets) while the parser borrows
     // them; what is not consumed is given back as it was.
@@ -56,11 +65,22 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         (0, _) => bytes
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
-        (_, 0) => BytesMut::new(),
+        (_, 0) => {
+            *spent = Some(bytes);
+            BytesMut::new()
+        }
         // Pipelined behind the request: rare, copied.
         _ => BytesMut::from(&bytes[used..]),
     };
     parsed
+}
+
+/// The previous request's buffer, cleared, if nothing holds it any more
+/// (the request has ended): what the next read goes into.
+pub fn reclaim(spent: &mut Option<Bytes>) -> Option<BytesMut> {
+    let mut buf = spent.take()?.try_into_mut().ok()?;
+    buf.clear();
+    Some(buf)
 }
 
 /// [`parse`] on the frozen bytes: with the request, how many bytes it took.
@@ -97,7 +117,7 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_FIELDS);
     let mut body_len = 0;
     let mut lengths = 0;
     let mut connection = Tokens::default();
@@ -198,7 +218,7 @@ mod tests {
 
     fn parse_str(wire: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(wire.as_bytes());
-        (parse(&mut buf, 1024), buf)
+        (parse(&mut buf, &mut None, 1024), buf)
     }
 
     fn ready(wire: &str) -> (Ready, BytesMut) {

@@ -67,15 +67,27 @@ impl Server<'_> {
         let listener = &**self.listener;
         let max_head = listener.options.max_header_size;
         let mut buf = BytesMut::new();
+        // The last request's buffer, and the encoded head of the last
+        // response: reused while the connection is busy, let go of when
+        // it parks.
+        let mut spent = None;
+        let mut out = Vec::new();
         let mut stopping = std::pin::pin!(self.stop.cancelled());
         let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
         let mut parked = None;
         loop {
-            let ready = match head::parse(&mut buf, max_head) {
+            let ready = match head::parse(&mut buf, &mut spent, max_head) {
                 Parsed::Request(ready) => ready,
                 Parsed::Hyper => return Ok(End::Hyper(buf)),
                 Parsed::Partial { at_least } => {
-                    buf.reserve(at_least.saturating_sub(buf.len()).max(FIRST_READ));
+                    if buf.is_empty()
+                        && let Some(reused) = head::reclaim(&mut spent)
+                    {
+                        buf = reused;
+                    }
+                    // A first read of FIRST_READ, then growing as needed.
+                    let short = at_least.saturating_sub(buf.len());
+                    buf.reserve(short.max(FIRST_READ.saturating_sub(buf.len())).max(1));
                     tokio::select! {
                         biased;
                         read = tokio::io::AsyncReadExt::read_buf(io, &mut buf) => {
@@ -98,6 +110,7 @@ impl Server<'_> {
                             if buf.is_empty() && due <= now {
                                 // Nothing held but the socket and this future.
                                 buf = BytesMut::new();
+                                out = Vec::new();
                                 crate::memory::released();
                                 parked = Some(self.metrics.connection_parked());
                             } else {
@@ -122,7 +135,7 @@ impl Server<'_> {
             ))
             .await
             .unwrap_or_else(|never: Infallible| match never {});
-            let keep_alive = write::send(io, response, asked).await?;
+            let keep_alive = write::send(io, response, asked, &mut out).await?;
             if !keep_alive || self.stop.is_cancelled() {
                 let _ = io.shutdown().await;
                 return Ok(End::Closed);

@@ -42,24 +42,26 @@ impl Asked {
     }
 }
 
-/// Sends `response` on `io`; whether the connection may serve another
-/// request after it. An error means the connection is done with (the
-/// client has a truncated response at most, never a wrong one).
+/// Sends `response` on `io`, its head encoded into `head` (cleared first;
+/// the caller keeps it for the next response); whether the connection may
+/// serve another request after it. An error means the connection is done
+/// with (the client has a truncated response at most, never a wrong one).
 pub async fn send<W: AsyncWrite + Unpin>(
     io: &mut W,
     response: Response<Body>,
     asked: Asked,
+    head: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
     let mut keep_alive = asked.keep_alive && !says_close(&parts.headers);
     let framing = framing(&parts, &body, asked, &mut keep_alive);
-    let mut head = Vec::with_capacity(256);
-    encode_head(&mut head, &parts, framing, asked, keep_alive);
+    head.clear();
+    encode_head(head, &parts, framing, asked, keep_alive);
     if framing == Framing::None {
-        io.write_all(&head).await?;
+        io.write_all(head).await?;
         return Ok(keep_alive);
     }
-    let mut head = Some(head);
+    let mut head = Some(&**head);
     let mut left = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
@@ -79,23 +81,25 @@ pub async fn send<W: AsyncWrite + Unpin>(
                 .ok_or_else(|| io::Error::other("response body longer than its length"))?;
         }
         let last = body.is_end_stream() && framing == Framing::Chunked;
-        put(io, head.take().as_deref(), data, framing, last).await?;
+        put(io, head.take(), data, framing, last).await?;
         if last {
             return Ok(keep_alive);
         }
     }
     match framing {
         Framing::Chunked => {
-            let mut end = head.take().unwrap_or_default();
-            end.extend_from_slice(b"0\r\n\r\n");
-            io.write_all(&end).await?;
+            let end = IoSlice::new(b"0\r\n\r\n");
+            match head.take() {
+                Some(head) => write_all_vectored(io, &mut [IoSlice::new(head), end]).await?,
+                None => io.write_all(&end).await?,
+            }
         }
         _ if left.is_some_and(|n| n > 0) => {
             return Err(io::Error::other("response body shorter than its length"));
         }
         _ => {
             if let Some(head) = head {
-                io.write_all(&head).await?;
+                io.write_all(head).await?;
             }
         }
     }
@@ -268,7 +272,9 @@ mod tests {
 
     async fn wire(response: Response<Body>, asked: Asked) -> (String, bool) {
         let mut out = Vec::new();
-        let keep = send(&mut out, response, asked).await.expect("sent");
+        let keep = send(&mut out, response, asked, &mut Vec::new())
+            .await
+            .expect("sent");
         (String::from_utf8(out).expect("utf-8"), keep)
     }
 
@@ -363,7 +369,13 @@ mod tests {
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         let mut out = Vec::new();
-        let sent = send(&mut out, response, asked(Version::HTTP_11, true)).await;
+        let sent = send(
+            &mut out,
+            response,
+            asked(Version::HTTP_11, true),
+            &mut Vec::new(),
+        )
+        .await;
         assert!(sent.is_err());
     }
 
