@@ -260,6 +260,23 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_is_reused_once_its_request_has_ended() {
+        let wire = b"GET /a HTTP/1.1\r\nHost: lb\r\n\r\n";
+        let mut buf = BytesMut::with_capacity(2048);
+        buf.extend_from_slice(wire);
+        let at = buf.as_ptr();
+        let mut spent = None;
+        let Parsed::Request(ready) = parse(&mut buf, &mut spent, 1024) else {
+            panic!("not served here");
+        };
+        assert!(reclaim(&mut spent.clone()).is_none(), "reused while in use");
+        drop(ready);
+        let reused = reclaim(&mut spent).expect("reclaimed");
+        assert_eq!(reused.as_ptr(), at, "a new allocation");
+        assert!(reused.is_empty() && reused.capacity() >= 2048);
+    }
+
+    #[test]
     fn keep_alive_follows_the_version_and_connection() {
         let keeps = |wire: &str| ready(wire).0.keep_alive;
         assert!(keeps("GET / HTTP/1.1\r\nHost: lb\r\n\r\n"));
