@@ -80,17 +80,9 @@ impl Server<'_> {
                 Parsed::Request(ready) => ready,
                 Parsed::Hyper => return Ok(End::Hyper(buf)),
                 Parsed::Partial { at_least } => {
-                    if buf.is_empty()
-                        && let Some(reused) = head::reclaim(&mut spent)
-                    {
-                        buf = reused;
-                    }
-                    // A first read of FIRST_READ, then growing as needed.
-                    let short = at_least.saturating_sub(buf.len());
-                    buf.reserve(short.max(FIRST_READ.saturating_sub(buf.len())).max(1));
                     tokio::select! {
                         biased;
-                        read = tokio::io::AsyncReadExt::read_buf(io, &mut buf) => {
+                        read = Self::read(io, &mut buf, &mut spent, at_least) => {
                             if read? == 0 {
                                 // Closed, or half-closed in the middle of a
                                 // request: hyper answers that as it did.
@@ -109,8 +101,7 @@ impl Server<'_> {
                             let due = self.activity.idle_since() + PARK_AFTER;
                             if buf.is_empty() && due <= now {
                                 // Nothing held but the socket and this future.
-                                buf = BytesMut::new();
-                                out = Vec::new();
+                                (buf, spent, out) = (BytesMut::new(), None, Vec::new());
                                 crate::memory::released();
                                 parked = Some(self.metrics.connection_parked());
                             } else {
@@ -141,5 +132,27 @@ impl Server<'_> {
                 return Ok(End::Closed);
             }
         }
+    }
+
+    /// Reads more of a request into `buf`, until it could hold `at_least`
+    /// bytes; the bytes read (0: the client closed). A connection waiting
+    /// for its next request takes a buffer only once the client has sent
+    /// something: the last request's, if it has ended, else a new one of
+    /// [`FIRST_READ`], grown as needed.
+    async fn read(
+        io: &mut ClientIo<TcpStream>,
+        buf: &mut BytesMut,
+        spent: &mut Option<bytes::Bytes>,
+        at_least: usize,
+    ) -> io::Result<usize> {
+        if buf.is_empty() {
+            io.readable().await?;
+            if let Some(reused) = head::reclaim(spent) {
+                *buf = reused;
+            }
+        }
+        let short = at_least.saturating_sub(buf.len());
+        buf.reserve(short.max(FIRST_READ.saturating_sub(buf.len())).max(1));
+        tokio::io::AsyncReadExt::read_buf(io, buf).await
     }
 }
