@@ -188,26 +188,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     }
 }
 
-impl ClientIo<tokio::net::TcpStream> {
-    /// Waits until the client has sent something (at once if bytes read
-    /// earlier wait to be read again), or fails at the idle or head
-    /// deadline as a read would: a connection between requests need not
-    /// hold a buffer to wait for its next one.
-    pub(crate) async fn readable(&mut self) -> io::Result<()> {
-        if !self.replay.is_empty() {
-            return Ok(());
-        }
-        std::future::poll_fn(|cx| {
-            // Readable includes the client's close, which the read sees.
-            if self.inner.poll_read_ready(cx)?.is_ready() {
-                return Poll::Ready(Ok(()));
-            }
-            self.poll_deadline(cx).map(Err)
-        })
-        .await
-    }
-}
-
 impl<T: AsyncWrite + Unpin> ClientIo<T> {
     /// Turns a write that made no progress into an error once it has
     /// waited `--send-timeout`.

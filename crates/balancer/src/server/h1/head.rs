@@ -28,8 +28,8 @@ pub const MAX_BUFFERED_BODY: usize = 16 * 1024;
 pub enum Parsed<R = Ready> {
     /// A request served here, split off the buffer with its body.
     Request(R),
-    /// Not all of it yet: read until the buffer holds `at_least` bytes.
-    Partial { at_least: usize },
+    /// Not all of it yet: read more.
+    Partial,
     /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, a body
     /// longer than [`MAX_BUFFERED_BODY`], a head hyper would refuse): for
     /// hyper, from the first byte.
@@ -47,40 +47,25 @@ pub struct Ready {
 /// Parses the request at the front of `buf`; on [`Parsed::Request`] its
 /// head and body are consumed. A head longer than `max_head` is hyper's
 /// (it answers 431).
-///
-/// `spent` is the buffer of the previous request, whose target and values
-/// were slices of it: once that request has ended it is reused (cleared)
-/// for the next read rather than allocated anew.
-pub fn parse(buf: &mut BytesMut, spent: &mut Option<Bytes>, max_head: usize) -> Parsed {
+pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Frozen, so that the target and field values can be slices of the
     // bytes read (no copy, no table of offsets) while the parser borrows
     // them; what is not consumed is given back as it was.
     let bytes = std::mem::take(buf).freeze();
     let (parsed, used) = match parse_frozen(&bytes, max_head) {
         Parsed::Request((ready, used)) => (Parsed::Request(ready), used),
-        Parsed::Partial { at_least } => (Parsed::Partial { at_least }, 0),
+        Parsed::Partial => (Parsed::Partial, 0),
         Parsed::Hyper => (Parsed::Hyper, 0),
     };
     *buf = match (used, bytes.len() - used) {
         (0, _) => bytes
             .try_into_mut()
             .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
-        (_, 0) => {
-            *spent = Some(bytes);
-            BytesMut::new()
-        }
+        (_, 0) => BytesMut::new(),
         // Pipelined behind the request: rare, copied.
         _ => BytesMut::from(&bytes[used..]),
     };
     parsed
-}
-
-/// The previous request's buffer, cleared, if nothing holds it any more
-/// (the request has ended): what the next read goes into.
-pub fn reclaim(spent: &mut Option<Bytes>) -> Option<BytesMut> {
-    let mut buf = spent.take()?.try_into_mut().ok()?;
-    buf.clear();
-    Some(buf)
 }
 
 /// [`parse`] on the frozen bytes: with the request, how many bytes it took.
@@ -95,11 +80,7 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
         &mut slots,
     ) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
-        Ok(httparse::Status::Partial) if bytes.len() <= max_head => {
-            return Parsed::Partial {
-                at_least: bytes.len() + 1,
-            };
-        }
+        Ok(httparse::Status::Partial) if bytes.len() <= max_head => return Parsed::Partial,
         Ok(_) | Err(_) => return Parsed::Hyper,
     };
     let (Some(method), Some(path), Some(minor)) = (parsed.method, parsed.path, parsed.version)
@@ -148,9 +129,7 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
         return Parsed::Hyper;
     }
     if bytes.len() < len + body_len {
-        return Parsed::Partial {
-            at_least: len + body_len,
-        };
+        return Parsed::Partial;
     }
     let Ok(uri) = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())) else {
         return Parsed::Hyper;
@@ -218,7 +197,7 @@ mod tests {
 
     fn parse_str(wire: &str) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(wire.as_bytes());
-        (parse(&mut buf, &mut None, 1024), buf)
+        (parse(&mut buf, 1024), buf)
     }
 
     fn ready(wire: &str) -> (Ready, BytesMut) {
@@ -249,31 +228,11 @@ mod tests {
     async fn a_body_within_the_bound_comes_with_its_head() {
         let wire = "POST /p HTTP/1.1\r\nHost: lb\r\nContent-Length: 5\r\n\r\nhello";
         let (partial, _) = parse_str(&wire[..wire.len() - 2]);
-        assert!(
-            matches!(partial, Parsed::Partial { at_least } if at_least == wire.len()),
-            "{partial:?}"
-        );
+        assert!(matches!(partial, Parsed::Partial), "{partial:?}");
         let (ready, rest) = ready(wire);
         assert!(rest.is_empty());
         let body = ready.request.into_body().collect().await.expect("body");
         assert_eq!(&body.to_bytes()[..], b"hello");
-    }
-
-    #[test]
-    fn the_buffer_is_reused_once_its_request_has_ended() {
-        let wire = b"GET /a HTTP/1.1\r\nHost: lb\r\n\r\n";
-        let mut buf = BytesMut::with_capacity(2048);
-        buf.extend_from_slice(wire);
-        let at = buf.as_ptr();
-        let mut spent = None;
-        let Parsed::Request(ready) = parse(&mut buf, &mut spent, 1024) else {
-            panic!("not served here");
-        };
-        assert!(reclaim(&mut spent.clone()).is_none(), "reused while in use");
-        drop(ready);
-        let reused = reclaim(&mut spent).expect("reclaimed");
-        assert_eq!(reused.as_ptr(), at, "a new allocation");
-        assert!(reused.is_empty() && reused.capacity() >= 2048);
     }
 
     #[test]

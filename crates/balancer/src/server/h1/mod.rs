@@ -23,10 +23,20 @@ mod date;
 mod head;
 mod write;
 
-use std::{convert::Infallible, io, sync::Arc};
+use std::{
+    convert::Infallible,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Poll, ready},
+};
 
 use bytes::BytesMut;
-use tokio::{io::AsyncWriteExt as _, net::TcpStream, time::Instant};
+use tokio::{
+    io::{AsyncRead as _, AsyncWriteExt as _, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{conn::Listener, handle, io::ClientIo};
@@ -38,8 +48,17 @@ use crate::{
 };
 use head::Parsed;
 
-/// The first read of a head: a typical request head and a short body fit.
-const FIRST_READ: usize = 2 * 1024;
+/// The most read from a client at once, into the thread's scratch buffer.
+const READ: usize = 16 * 1024;
+
+thread_local! {
+    /// Where client bytes are read before being copied to their own
+    /// exact-size buffer: a request in flight holds its head's bytes, not
+    /// a buffer sized for the largest head (hyper's holds 8 KiB), and a
+    /// connection between requests holds none.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ].into_boxed_slice());
+}
 
 /// How serving a connection here ended.
 pub(super) enum End {
@@ -67,22 +86,20 @@ impl Server<'_> {
         let listener = &**self.listener;
         let max_head = listener.options.max_header_size;
         let mut buf = BytesMut::new();
-        // The last request's buffer, and the encoded head of the last
-        // response: reused while the connection is busy, let go of when
-        // it parks.
-        let mut spent = None;
+        // The encoded head of the last response: reused while the
+        // connection is busy, let go of when it parks.
         let mut out = Vec::new();
         let mut stopping = std::pin::pin!(self.stop.cancelled());
         let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
         let mut parked = None;
         loop {
-            let ready = match head::parse(&mut buf, &mut spent, max_head) {
+            let ready = match head::parse(&mut buf, max_head) {
                 Parsed::Request(ready) => ready,
                 Parsed::Hyper => return Ok(End::Hyper(buf)),
-                Parsed::Partial { at_least } => {
+                Parsed::Partial => {
                     tokio::select! {
                         biased;
-                        read = Self::read(io, &mut buf, &mut spent, at_least) => {
+                        read = read(io, &mut buf) => {
                             if read? == 0 {
                                 // Closed, or half-closed in the middle of a
                                 // request: hyper answers that as it did.
@@ -101,7 +118,7 @@ impl Server<'_> {
                             let due = self.activity.idle_since() + PARK_AFTER;
                             if buf.is_empty() && due <= now {
                                 // Nothing held but the socket and this future.
-                                (buf, spent, out) = (BytesMut::new(), None, Vec::new());
+                                (buf, out) = (BytesMut::new(), Vec::new());
                                 crate::memory::released();
                                 parked = Some(self.metrics.connection_parked());
                             } else {
@@ -133,26 +150,19 @@ impl Server<'_> {
             }
         }
     }
+}
 
-    /// Reads more of a request into `buf`, until it could hold `at_least`
-    /// bytes; the bytes read (0: the client closed). A connection waiting
-    /// for its next request takes a buffer only once the client has sent
-    /// something: the last request's, if it has ended, else a new one of
-    /// [`FIRST_READ`], grown as needed.
-    async fn read(
-        io: &mut ClientIo<TcpStream>,
-        buf: &mut BytesMut,
-        spent: &mut Option<bytes::Bytes>,
-        at_least: usize,
-    ) -> io::Result<usize> {
-        if buf.is_empty() {
-            io.readable().await?;
-            if let Some(reused) = head::reclaim(spent) {
-                *buf = reused;
-            }
-        }
-        let short = at_least.saturating_sub(buf.len());
-        buf.reserve(short.max(FIRST_READ.saturating_sub(buf.len())).max(1));
-        tokio::io::AsyncReadExt::read_buf(io, buf).await
-    }
+/// Reads what the client has sent, appending it to `buf`; the bytes read
+/// (0: the client closed).
+async fn read(io: &mut ClientIo<TcpStream>, buf: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        // Borrowed within one poll only: never across an await.
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        })
+    })
+    .await
 }
