@@ -22,7 +22,7 @@ use crate::{
     upstream::UpstreamSpec,
 };
 
-pub use head::request_head;
+pub use head::{own_request_head, request_head};
 
 /// `/add` and `/rm` bodies: the first byte picks the direction and the
 /// maximum `n`, the rest is the body.

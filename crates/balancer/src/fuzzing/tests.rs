@@ -7,13 +7,14 @@ use std::path::PathBuf;
 type Check = fn(&[u8]);
 
 /// Every fuzz target, by its directory name under `fuzz/corpus/`.
-const TARGETS: [(&str, Check); 6] = [
+const TARGETS: [(&str, Check); 7] = [
     ("admin_body", super::admin_body),
     ("upstream", super::upstream),
     ("config", super::config),
     ("key", super::key),
     ("headers", super::headers),
     ("request_head", super::request_head),
+    ("own_request_head", super::own_request_head),
 ];
 
 fn fuzz_dir() -> PathBuf {

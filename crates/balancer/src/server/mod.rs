@@ -24,7 +24,7 @@
 //! finish (bounded by the caller), and closes idle keep-alive connections.
 
 mod conn;
-mod h1;
+pub(crate) mod h1;
 pub mod io;
 pub mod limit;
 pub mod request;

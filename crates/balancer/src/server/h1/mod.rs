@@ -20,7 +20,7 @@
 //! counted as such.
 
 mod date;
-mod head;
+pub(crate) mod head;
 mod write;
 
 use std::{
