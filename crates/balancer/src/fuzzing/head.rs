@@ -90,8 +90,10 @@ fn hyper_heads(data: &[u8]) -> Vec<Head> {
     std::mem::take(&mut *heads.lock().expect("heads"))
 }
 
-/// Parses `data` as our own server side does, request after request.
-/// Bytes it leaves (to hyper, or for more to arrive) are left untouched;
+/// Parses `data` as our own server side does, request after request, up
+/// to one after which the connection closes (HTTP/1.0 without
+/// keep-alive, `Connection: close`). Bytes it leaves (to hyper, or for
+/// more to arrive) are left untouched;
 /// every request it takes passes the listener's checks, and is one hyper
 /// takes too, with the same method, target, version and fields.
 pub fn own_request_head(data: &[u8]) {
@@ -110,6 +112,10 @@ pub fn own_request_head(data: &[u8]) {
                     req.headers().clone(),
                 ));
                 inspect(&mut req);
+                // The connection closes after this one's answer.
+                if !ready.keep_alive {
+                    break;
+                }
             }
             Parsed::Partial | Parsed::Hyper => {
                 assert_eq!(buf, before, "bytes left to hyper were changed");

@@ -108,7 +108,9 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
         };
         if name == header::CONTENT_LENGTH {
             match content_length(field.value) {
-                Some(n) if lengths == 0 || n == body_len => body_len = n,
+                Some(n) if lengths == 0 => body_len = n,
+                // The same length again is dropped, as hyper does.
+                Some(n) if n == body_len => continue,
                 _ => return Parsed::Hyper,
             }
             lengths += 1;
@@ -152,22 +154,13 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
     ))
 }
 
-/// A `Content-Length` value hyper would accept: digits, or a list of the
-/// same digits.
+/// A `Content-Length` value hyper's server accepts: digits only (no sign,
+/// no list), within 64 bits.
 fn content_length(value: &[u8]) -> Option<usize> {
-    let mut length = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = std::str::from_utf8(part).ok()?.parse::<usize>().ok()?;
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    length
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The `Connection` tokens that matter here.
@@ -261,6 +254,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3, 3\r\n\r\nabc",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 99999999\r\n\r\n",
             "CONNECT lb:443 HTTP/1.1\r\nHost: lb:443\r\n\r\n",
             "GET / HTTP/1.1\r\nHo st: lb\r\n\r\n",
@@ -275,9 +269,21 @@ mod tests {
     }
 
     #[test]
-    fn a_list_of_equal_lengths_is_one_length() {
-        assert_eq!(content_length(b"3, 3"), Some(3));
-        assert_eq!(content_length(b"3, 4"), None);
-        assert_eq!(content_length(b""), None);
+    fn a_length_is_digits_and_a_repeat_of_it_is_dropped() {
+        assert_eq!(content_length(b"3"), Some(3));
+        for bad in [&b"3, 3"[..], b"", b"+3", b"-3", b"99999999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+        let (ready, _) =
+            ready("POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx");
+        assert_eq!(
+            ready
+                .request
+                .headers()
+                .get_all("content-length")
+                .iter()
+                .count(),
+            1
+        );
     }
 }
