@@ -5,10 +5,12 @@
 //! connection, which costs its socket and a small future until its first
 //! bytes come (hyper's state for it is built only then).
 //!
-//! The proxy path is the hot path, so it is served by hyper directly: a
-//! request whose path is not the balancer's own ([`admin::is_admin_path`])
-//! goes straight to [`Proxy::forward`](crate::proxy::Proxy::forward) with
-//! the client's address in hand. Only the admin API and `/lb/` go through
+//! The proxy path is the hot path, so it is served without a router: on a
+//! plain connection most HTTP/1.1 requests by our own server side
+//! ([`h1`]), the rest by hyper directly. A request whose path is not the
+//! balancer's own ([`admin::is_admin_path`]) goes straight to
+//! [`Proxy::forward`](crate::proxy::Proxy::forward) with the client's
+//! address in hand. Only the admin API and `/lb/` go through
 //! the axum router. With `--admin-listen` the admin API has a listener of
 //! its own and the data listener forwards every path.
 //!
