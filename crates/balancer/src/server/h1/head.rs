@@ -30,7 +30,7 @@ pub enum Parsed<R = Ready> {
     Request(R),
     /// Not all of it yet: read more.
     Partial,
-    /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, a body
+    /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, `TE`, a body
     /// longer than [`MAX_BUFFERED_BODY`], a head hyper would refuse): for
     /// hyper, from the first byte.
     Hyper,
@@ -119,6 +119,9 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
         } else if name == header::TRANSFER_ENCODING
             || name == header::UPGRADE
             || name == header::EXPECT
+            // A client that takes trailers: hyper sends a chunked
+            // response's, this side drops them.
+            || name == header::TE
         {
             return Parsed::Hyper;
         }
@@ -257,6 +260,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3, 3\r\n\r\nabc",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 99999999\r\n\r\n",
             "CONNECT lb:443 HTTP/1.1\r\nHost: lb:443\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: lb\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nHo st: lb\r\n\r\n",
             "GET /\x7f HTTP/1.1\r\n\r\n",
             &long_head,

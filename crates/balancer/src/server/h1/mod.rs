@@ -12,7 +12,7 @@
 //! of the body in one write.
 //!
 //! Whatever else a client sends, from its first byte on, is hyper's, as
-//! before: upgrades and `CONNECT`, `Expect`, chunked or long uploads, and
+//! before: upgrades and `CONNECT`, `Expect`, `TE`, chunked or long uploads, and
 //! every head hyper would refuse (its 400 and 431 answers stay its own).
 //! The connection goes back to this loop once hyper lets go of it (parked
 //! after idling). Between requests the connection holds its socket and

@@ -68,7 +68,8 @@ pub async fn send<W: AsyncWrite + Unpin>(
     };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(io::Error::other)?;
-        // Trailers are dropped, as hyper does unless the client asked.
+        // Trailers are dropped: a client that asked for them (`TE`) is
+        // served by hyper, which sends them.
         let Ok(data) = frame.into_data() else {
             continue;
         };
