@@ -9,9 +9,10 @@
 //! [`PARK_AFTER`], as idle upstream connections are (`conns`): hyper lets
 //! go of it between two requests, its state (buffers, the in-flight slot,
 //! about 30 KiB) is dropped, and the connection goes back to [`h1`], with
-//! whatever hyper had already read given back first. hyper hands a socket back only on a connection served without
-//! its upgrade support, so upgrades (WebSocket) take the socket the same
-//! way, through the tunnel's [`Handover`]. TLS connections are not parked:
+//! whatever hyper had already read given back first. hyper hands a socket
+//! back only on a connection served without its upgrade support, so
+//! upgrades (WebSocket) take the socket the same way, through the
+//! tunnel's [`Handover`]. TLS connections are not parked:
 //! their session holds state of its own that readiness of the socket does
 //! not show.
 
@@ -232,7 +233,7 @@ impl Connection {
                         metrics: &app.metrics,
                         stop,
                     };
-                    http.plain_h1(io, service, &handover, &own).await
+                    http.plain_h1(io, service, &own).await
                 }
                 // Boxed: a TLS connection's state (the handshake, the
                 // rustls session) is larger than a plain one's, and
@@ -308,7 +309,6 @@ impl Http<'_> {
         &self,
         mut io: ClientIo<TcpStream>,
         service: S,
-        handover: &Handover,
         own: &h1::Server<'_>,
     ) -> Result<(), String>
     where
@@ -323,7 +323,7 @@ impl Http<'_> {
             }
             // Boxed: built only for a request hyper serves, and let go of
             // once the connection idles again.
-            let served = Box::pin(self.h1(io, service.clone(), handover, true));
+            let served = Box::pin(self.h1(io, service.clone(), own.handover, true));
             let (back, read) = match served.await? {
                 H1End::Done => return Ok(()),
                 H1End::Parked(io, read) => (io, read),

@@ -25,9 +25,13 @@ pub const MAX_BUFFERED_BODY: usize = 16 * 1024;
 
 /// What the bytes at the front of the buffer are.
 #[derive(Debug)]
-pub enum Parsed<R = Ready> {
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once a request and matched at once: boxing the request would cost an allocation"
+)]
+pub enum Parsed {
     /// A request served here, split off the buffer with its body.
-    Request(R),
+    Request(Ready),
     /// Not all of it yet: read more.
     Partial,
     /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, `TE`, a body
@@ -42,6 +46,8 @@ pub struct Ready {
     pub request: Request<Full<Bytes>>,
     /// Whether the client keeps the connection after this request.
     pub keep_alive: bool,
+    /// The bytes its head and body took.
+    pub len: usize,
 }
 
 /// Parses the request at the front of `buf`; on [`Parsed::Request`] its
@@ -51,11 +57,14 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Frozen, so that the target and field values can be slices of the
     // bytes read (no copy, no table of offsets) while the parser borrows
     // them; what is not consumed is given back as it was.
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
     let bytes = std::mem::take(buf).freeze();
-    let (parsed, used) = match parse_frozen(&bytes, max_head) {
-        Parsed::Request((ready, used)) => (Parsed::Request(ready), used),
-        Parsed::Partial => (Parsed::Partial, 0),
-        Parsed::Hyper => (Parsed::Hyper, 0),
+    let parsed = parse_frozen(&bytes, max_head);
+    let used = match &parsed {
+        Parsed::Request(ready) => ready.len,
+        Parsed::Partial | Parsed::Hyper => 0,
     };
     *buf = match (used, bytes.len() - used) {
         (0, _) => bytes
@@ -68,8 +77,8 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     parsed
 }
 
-/// [`parse`] on the frozen bytes: with the request, how many bytes it took.
-fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
+/// [`parse`] on the frozen bytes, which it leaves as they are.
+fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed {
     // Uninitialised: zeroing 100 slots costs more than the parse itself
     // (see `h1::response`).
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -148,13 +157,11 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed<(Ready, usize)> {
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    Parsed::Request((
-        Ready {
-            request,
-            keep_alive,
-        },
-        len + body_len,
-    ))
+    Parsed::Request(Ready {
+        request,
+        keep_alive,
+        len: len + body_len,
+    })
 }
 
 /// A `Content-Length` value hyper's server accepts: digits only (no sign,

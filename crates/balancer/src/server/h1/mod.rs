@@ -90,7 +90,12 @@ impl Server<'_> {
         // connection is busy, let go of when it parks.
         let mut out = Vec::new();
         let mut stopping = std::pin::pin!(self.stop.cancelled());
-        let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
+        // Due when the connection will have idled PARK_AFTER: at once for
+        // one hyper gives back after idling, a PARK_AFTER after the last
+        // request otherwise; checked again then, not on every request.
+        let mut idle_check = std::pin::pin!(tokio::time::sleep_until(
+            self.activity.idle_since() + PARK_AFTER
+        ));
         let mut parked = None;
         loop {
             let ready = match head::parse(&mut buf, max_head) {

@@ -53,8 +53,8 @@ pub async fn send<W: AsyncWrite + Unpin>(
     head: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
-    let mut keep_alive = asked.keep_alive && !says_close(&parts.headers);
-    let framing = framing(&parts, &body, asked, &mut keep_alive);
+    let framing = framing(&parts, &body, asked);
+    let keep_alive = asked.keep_alive && framing != Framing::Close && !says_close(&parts.headers);
     head.clear();
     encode_head(head, &parts, framing, asked, keep_alive);
     if framing == Framing::None {
@@ -104,7 +104,7 @@ pub async fn send<W: AsyncWrite + Unpin>(
             }
         }
     }
-    Ok(keep_alive && framing != Framing::Close)
+    Ok(keep_alive)
 }
 
 /// Writes one body frame, after the head if it has not gone yet; `last`
@@ -170,12 +170,7 @@ fn says_close(headers: &http::HeaderMap) -> bool {
 
 /// RFC 9112 6.3 from the server's side: a length when one is known, else
 /// chunked for HTTP/1.1, else the connection's end.
-fn framing(
-    parts: &http::response::Parts,
-    body: &Body,
-    asked: Asked,
-    keep_alive: &mut bool,
-) -> Framing {
+fn framing(parts: &http::response::Parts, body: &Body, asked: Asked) -> Framing {
     let status = parts.status;
     if asked.head
         || status.is_informational()
@@ -198,7 +193,6 @@ fn framing(
     if asked.version == Version::HTTP_11 {
         return Framing::Chunked;
     }
-    *keep_alive = false;
     Framing::Close
 }
 
@@ -222,30 +216,27 @@ fn encode_head(
             .as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
-    let mut has_length = false;
     let mut has_date = false;
     for (name, value) in &parts.headers {
-        if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
+        // Framing is this hop's: written below from `framing`, except
+        // that a HEAD's answer keeps the length a GET would have had.
+        if name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || (name == header::CONTENT_LENGTH && !asked.head)
+        {
             continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            // A 204 or 304 carries none; HEAD keeps the GET's.
-            if !(asked.head || matches!(framing, Framing::Length(_))) {
-                continue;
-            }
-            has_length = true;
         }
         has_date |= name == header::DATE;
         field(out, name.as_str().as_bytes(), value);
     }
     match framing {
-        Framing::Length(n) if !has_length => {
+        Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
+        Framing::None | Framing::Close => {}
     }
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -361,6 +352,21 @@ mod tests {
         let (out, keep) = wire(Response::new(Body::empty()), asked(Version::HTTP_10, true)).await;
         assert!(keep);
         assert!(out.contains("connection: keep-alive\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn the_length_sent_is_the_framing_s_own() {
+        // A length field that does not parse is not passed on beside the
+        // body's real length.
+        let mut response = Response::new(Body::from("hello"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("five"));
+        let (out, keep) = wire(response, asked(Version::HTTP_11, true)).await;
+        assert!(keep);
+        assert_eq!(out.matches("content-length").count(), 1, "{out}");
+        assert!(out.contains("content-length: 5\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nhello"), "{out}");
     }
 
     #[tokio::test]
