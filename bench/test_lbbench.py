@@ -78,6 +78,38 @@ class Configs(unittest.TestCase):
         self.assertIn("option forwardfor", cfg)
         self.assertIn("http-reuse always", cfg)
 
+    # The fields our balancer adds (proxy/headers.rs, proxy/request_id.rs):
+    # the comparison gives the other proxies the same job.
+    FORWARDING = ("X-Request-ID", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded")
+
+    def test_haproxy_adds_the_fields_ours_adds(self):
+        cfg = proxies.haproxy_config(8080, [9001], 1)
+        for name in self.FORWARDING:
+            self.assertIn(f"http-request set-header {name} ", cfg)
+        self.assertIn("http-response set-header X-Request-ID", cfg)
+        self.assertIn('Forwarded "for=%[src];proto=http;host=\\"%[req.hdr(host)]\\""', cfg)
+        # Rules live in the frontend: HAProxy refuses them in `defaults`.
+        self.assertLess(cfg.index("frontend fe"), cfg.index("http-request"))
+
+    def test_haproxy_xff_adds_only_x_forwarded_for(self):
+        cfg = proxies.haproxy_config(8080, [9001], 1, forwarding="xff")
+        self.assertIn("option forwardfor", cfg)
+        self.assertNotIn("http-request", cfg)
+        self.assertNotIn("X-Request-ID", cfg)
+
+    def test_nginx_adds_the_fields_ours_adds(self):
+        cfg = proxies.nginx_config(8080, [9001], 1, Path("/w"))
+        for name in self.FORWARDING:
+            self.assertIn(f"proxy_set_header {name} ", cfg)
+        self.assertIn("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;", cfg)
+        self.assertIn("add_header X-Request-ID $request_id;", cfg)
+
+    def test_tls_haproxy_says_https(self):
+        cfg = tls.haproxy_tls_config(8443, [9001], 1, "/w/tls.pem")
+        self.assertIn("X-Forwarded-Proto https\n", cfg)
+        self.assertIn("proto=https;", cfg)
+        self.assertNotIn("proto=http;", cfg)
+
     def test_nginx(self):
         cfg = proxies.nginx_config(8080, [9001, 9002], 1, Path("/w"), worker_connections=21000,
                                    master_process=False, client_max_body_size="2m")

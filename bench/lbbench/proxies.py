@@ -1,6 +1,10 @@
 """The proxies under test: our balancer, HAProxy and nginx, configured for
-the same job (round robin over the same replicas, X-Forwarded-For added,
-upstream keep-alive, no logging), and the static origin used for 1 MiB bodies."""
+the same job (round robin over the same replicas, upstream keep-alive, no
+logging, and the forwarding fields our balancer adds: `X-Request-ID`, also
+in the reply, `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`), and the
+static origin used for 1 MiB bodies. `haproxy-xff` is HAProxy adding only
+`X-Forwarded-For` (`option forwardfor`), the lighter job earlier runs
+compared against."""
 
 import os
 from dataclasses import dataclass, field
@@ -12,13 +16,37 @@ from . import procs
 HAPROXY_BALANCE = ("roundrobin", "leastconn")
 
 
-def haproxy_config(port, backends, threads, maxconn=5000, balance="roundrobin", ulimit_n=None):
+# What our balancer adds to every request (proxy/headers.rs,
+# proxy/request_id.rs), as HAProxy 2.6 rules: a client's X-Request-ID is
+# kept, else a new random one; the reply carries it; Forwarded's host is a
+# quoted-string. (`option forwarded` is 2.7's; `uuid` is 122 random bits.)
+HAPROXY_FORWARDING = r"""    http-request set-header X-Request-ID %[uuid] unless { req.hdr(x-request-id) -m found }
+    http-request set-var(txn.rid) req.hdr(x-request-id)
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Forwarded "for=%[src];proto=http;host=\"%[req.hdr(host)]\""
+    http-response set-header X-Request-ID %[var(txn.rid)]
+"""
+
+# The same fields in nginx: $request_id is 128 random bits in hex, as ours.
+NGINX_FORWARDING = """            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
+            add_header X-Request-ID $request_id;
+"""
+
+
+def haproxy_config(port, backends, threads, maxconn=5000, balance="roundrobin", ulimit_n=None,
+                   forwarding="contract"):
     """`backends`: replica ports on 127.0.0.1. `maxconn` caps client
     connections (global and per frontend). `ulimit_n` pins HAProxy's file
     descriptor budget (it otherwise asks for 2 x maxconn and refuses to
-    start above the hard RLIMIT_NOFILE)."""
+    start above the hard RLIMIT_NOFILE). `forwarding`: `contract` adds
+    every field ours adds, `xff` only X-Forwarded-For."""
     servers = "\n".join(f"    server s{i + 1} 127.0.0.1:{p}" for i, p in enumerate(backends))
     ulimit = f"    ulimit-n {ulimit_n}\n" if ulimit_n else ""
+    fields = HAPROXY_FORWARDING if forwarding == "contract" else ""
     return f"""global
     nbthread {threads}
     maxconn {maxconn}
@@ -34,7 +62,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:{port}
-    default_backend be
+{fields}    default_backend be
 
 backend be
     balance {balance}
@@ -89,7 +117,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
+{NGINX_FORWARDING}        }}
     }}
 }}
 """
@@ -177,10 +205,11 @@ def start(target, threads, backends, bins, workdir, cpus, connections=500, wrapp
         bin_dir = before_bins if target.kind == "before" else bins
         cmd = ours_command(bin_dir, port, backends, threads, target.policy or "round-robin", target.extra)
         proc = procs.start(wrapper + cmd, cpus, nofile=nofile)
-    elif target.kind == "haproxy":
+    elif target.kind in ("haproxy", "haproxy-xff"):
         cfg = workdir / f"haproxy-{tag}-{port}.cfg"
         cfg.write_text(haproxy_config(port, backends, threads, haproxy_maxconn(connections),
-                                      target.policy or "roundrobin"))
+                                      target.policy or "roundrobin",
+                                      forwarding="xff" if target.kind == "haproxy-xff" else "contract"))
         proc = procs.start(wrapper + ["haproxy", "-db", "-f", str(cfg)], cpus, nofile=nofile)
     elif target.kind == "nginx":
         d = workdir / f"nginx-{port}"

@@ -19,7 +19,7 @@ from . import ANALYSIS, ROOT
 from .chart import LABEL, Panel, bar_chart
 from .report_suites import dimensions_svg, suites_markdown
 
-ORDER = ["direct", "ours", "haproxy", "nginx"]
+ORDER = ["direct", "ours", "haproxy", "haproxy-xff", "nginx"]
 
 
 def load(path):
@@ -96,16 +96,18 @@ def table(doc):
 
 def ratios(doc):
     lines = [
-        "| conns | threads | req/s ours/HAProxy | req/s ours/nginx | added p99 ours/HAProxy | added p99 ours/nginx |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| conns | threads | req/s ours/HAProxy | req/s ours/nginx | req/s ours/HAProxy XFF only "
+        "| p99 ours/HAProxy | added p99 ours/HAProxy | added p99 ours/nginx |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, n in groups(doc):
-        ours, ha, ng = (find(doc, t, c, n) for t in ("ours", "haproxy", "nginx"))
+        ours, ha, ng, xff = (find(doc, t, c, n) for t in ("ours", "haproxy", "nginx", "haproxy-xff"))
         if ours is None:
             continue
         rps = lambda other: ratio(ours["rps"], other["rps"]) if other else "n/a"  # noqa: E731
         p99 = lambda other: ratio(added_p99(doc, ours), added_p99(doc, other)) if other else "n/a"  # noqa: E731
-        lines.append(f"| {c} | {n} | {rps(ha)} | {rps(ng)} | {p99(ha)} | {p99(ng)} |")
+        raw = ratio(ours["latency_ms"].get("p99"), ha["latency_ms"].get("p99")) if ha else "n/a"
+        lines.append(f"| {c} | {n} | {rps(ha)} | {rps(ng)} | {rps(xff)} | {raw} | {p99(ha)} | {p99(ng)} |")
     return "\n".join(lines)
 
 
@@ -166,13 +168,19 @@ def markdown(doc, ab):
         "measured run; RSS = sum of VmHWM over them (peak). *other CPU s* = CPU the rest of the machine used during the "
         "run (all busy time in /proc/stat minus proxy, wrk and replicas): work by other programs that skews the row.",
         "",
+        "Every proxy does the same job: round robin, upstream keep-alive, no logging, and the forwarding fields ours "
+        "adds to each request (`X-Request-ID`, kept from the client or new, and returned in the reply; "
+        "`X-Forwarded-For`, `-Proto`, `-Host`; `Forwarded`), configured in HAProxy and nginx "
+        "(`bench/lbbench/proxies.py`). *HAProxy, XFF only* is HAProxy adding `X-Forwarded-For` alone "
+        "(`option forwardfor`), the lighter job runs before 2026-11-27 compared against.",
+        "",
         table(doc),
         "",
         "## Ratios",
         "",
         ratios(doc),
         "",
-        "Above 1 is better for ours in the req/s columns; below 1 is better in the added-p99 columns; n/a where "
+        "Above 1 is better for ours in the req/s columns; below 1 is better in the p99 columns; n/a where "
         "the other proxy's added p99 is not positive (at 500 connections the baseline itself queues, so a proxy "
         "that spreads the load can end with a lower p99 than the direct run).",
     ]

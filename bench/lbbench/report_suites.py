@@ -9,7 +9,7 @@ from .chart import LABEL, Panel, bar_chart
 LENIENT = "ours:health-timeout-5s"
 NAMES = {**LABEL, LENIENT: "ours, --health-timeout 5s", "haproxy:roundrobin": "HAProxy roundrobin",
          "haproxy:leastconn": "HAProxy leastconn"}
-ORDER = ["direct", "ours", LENIENT, "haproxy", "nginx"]
+ORDER = ["direct", "ours", LENIENT, "haproxy", "haproxy-xff", "nginx"]
 LENIENT_COLOR = "#ffa94d"
 
 

@@ -111,6 +111,9 @@ def parser():
     ap.add_argument("--connections", default="50,500")
     ap.add_argument("--threads", default="1,2", help="proxy worker threads / processes")
     ap.add_argument("--targets", default="direct,ours,haproxy,nginx")
+    ap.add_argument("--baselines", default="haproxy-xff",
+                    help="extra targets of the headline and the instruction count only: haproxy-xff is HAProxy "
+                         "adding X-Forwarded-For alone, the lighter job than ours; '' for none")
     ap.add_argument("--out", default=str(ANALYSIS))
     ap.add_argument("--bin-dir", help="use backend and balancer from here (implies no build)")
     ap.add_argument("--no-build", action="store_true")
@@ -179,6 +182,10 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     targets = args.targets.split(",")
     proxies_only = [t for t in targets if t != "direct"]
+    baselines = [b for b in args.baselines.split(",") if b and b not in targets]
+    # Each baseline runs right after the proxy it is a variant of.
+    headline = [x for t in targets for x in [t, *(b for b in baselines if b.startswith(t + "-"))]]
+    counted = [t for t in headline if t != "direct"]
     load_cpus, proxy_cpus = placement(threads)
     perf = counters.perf_supported()
 
@@ -200,11 +207,11 @@ def main(argv=None):
             else:
                 t0 = time.time()
                 if "headline" in chosen:
-                    results = comparison(conns, threads, targets, args, setup)
+                    results = comparison(conns, threads, headline, args, setup)
                     elapsed["headline"] = round(time.time() - t0, 1)
                 levels = [int(x) for x in args.memory_levels.split(",")]
                 plan = {
-                    "instructions": lambda: suites.instructions(setup, proxies_only, args.repeat, args.instr_requests),
+                    "instructions": lambda: suites.instructions(setup, counted, args.repeat, args.instr_requests),
                     "c10k": lambda: suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
                                                 args.c10k_duration),
                     "large": lambda: suites.large(setup, targets, args.repeat, args.large_connections, args.duration,

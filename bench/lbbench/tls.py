@@ -41,8 +41,10 @@ def certificate(workdir):
 
 
 def haproxy_tls_config(port, backends, threads, pem, maxconn=5000):
-    """The headline's HAProxy configuration with its frontend on TLS."""
+    """The headline's HAProxy configuration with its frontend on TLS (the
+    forwarding fields then say `https`, as ours do)."""
     cfg = proxies.haproxy_config(port, backends, threads, maxconn)
+    cfg = cfg.replace("X-Forwarded-Proto http\n", "X-Forwarded-Proto https\n").replace("proto=http;", "proto=https;")
     return cfg.replace(f"bind 127.0.0.1:{port}\n", f"bind 127.0.0.1:{port} ssl crt {pem} alpn h2,http/1.1\n")
 
 
