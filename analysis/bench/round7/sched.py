@@ -3,12 +3,13 @@ import sys, time, subprocess
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3] / "bench"))
 from pathlib import Path
 from lbbench import proxies, procs, wrk
-bins=Path(sys.argv[1]); work=Path("/tmp/exp/w")
+bins=Path(sys.argv[1]); work=Path("/tmp/sched-w"); work.mkdir(exist_ok=True)
+import os; THREADS=int(os.environ.get("THREADS", "2"))
 backends,_=proxies.start_replicas(bins,3,"1")
 try:
     for v in sys.argv[2].split(";"):
         kind,*extra=v.split()
-        proc,port=proxies.start(proxies.Target(kind,extra=extra),2,backends,bins,work,"0-1",connections=50)
+        proc,port=proxies.start(proxies.Target(kind,extra=extra),THREADS,backends,bins,work,"0" if THREADS == 1 else "0-1",connections=50)
         wrk.run(f"http://127.0.0.1:{port}/home",50,1,cpus="1")
         p=wrk.spawn(f"http://127.0.0.1:{port}/home",50,3,cpus="1")
         time.sleep(0.5)

@@ -26,7 +26,9 @@ try:
             kind, *extra = v.split()
             for k in ("LB_EXP_YIELD", "LB_EXP_YIELD2", "LB_EXP_NOLIFO", "LB_EXP_GQI", "LB_EXP_EVI"):
                 os.environ.pop(k, None)
-            if "=" in kind and kind.split("=")[0] in ("NOLIFO", "GQI", "EVI"):
+            if kind.startswith("evi="):
+                os.environ["LB_EXP_EVI"] = kind[4:]; kind = "ours"
+            elif "=" in kind and kind.split("=")[0] in ("NOLIFO", "GQI", "EVI"):
                 for kv in kind.split(","):
                     k2, v2 = kv.split("=")
                     os.environ["LB_EXP_" + k2] = v2
@@ -36,12 +38,23 @@ try:
             elif kind.startswith("y2="):
                 os.environ["LB_EXP_YIELD2"] = kind[3:]; kind = "ours"
             slice_ns = None
+            pin = kind == "pin"
+            if pin:
+                kind = "ours"
             if kind.startswith("slice="):
                 slice_ns = int(kind[6:]); kind = "ours"
             if kind.startswith("hslice="):
                 slice_ns = int(kind[7:]); kind = "haproxy"
             t = proxies.Target(kind, extra=extra, label=v)
             proc, port = proxies.start(t, threads, backends, bins, work, cpus, connections=conns)
+            if pin:
+                import subprocess
+                pids = [int(x) for x in subprocess.check_output(["pgrep", "-f", f"127.0.0.1:{port}"]).split()]
+                for pid in pids:
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+                        if name.startswith("lb-worker-"):
+                            subprocess.run(["taskset", "-p", "-c", name[len("lb-worker-"):], tid], capture_output=True)
             if slice_ns:
                 import subprocess, sys as _s
                 _s.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent)); import slice as sl
