@@ -65,9 +65,9 @@ impl Activity {
         Answering(Some(self.clone()))
     }
 
-    /// Resolves when the connection must be closed at once.
-    pub async fn killed(&self) {
-        self.kill.cancelled().await;
+    /// Cancelled when the connection must be closed at once.
+    pub fn kill(&self) -> &CancellationToken {
+        &self.kill
     }
 
     /// Requests this connection abandoned so far.

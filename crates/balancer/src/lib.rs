@@ -23,6 +23,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod admin;
+pub mod cancel;
 pub mod change;
 pub mod config;
 pub mod conns;

@@ -99,6 +99,11 @@ impl Upload {
     /// Resolves once the body has been read to its end (never if it fails:
     /// the request fails with it).
     pub async fn sent(&self) {
+        // Most requests have no body, or one read whole with the head:
+        // nothing to wait for, and no need to register as a waiter.
+        if self.state.load(Ordering::Acquire) == DONE {
+            return;
+        }
         loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);

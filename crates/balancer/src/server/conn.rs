@@ -37,6 +37,7 @@ use super::{ServeOptions, h1, handle, io::ClientIo};
 use crate::{
     activity::Activity,
     admin::App,
+    cancel::Cheap,
     metrics::Metrics,
     proxy::{ClientInfo, Handover},
     tls::Tls,
@@ -253,11 +254,14 @@ impl Connection {
                 }
             }
         };
+        let kill = activity.kill();
+        let kill_wait = std::pin::pin!(kill.cancelled());
+        let killed = Cheap::new(kill, kill_wait);
         tokio::select! {
             result = served => if let Err(e) = result {
                 tracing::trace!(%client, error = %e, "client connection ended with an error");
             },
-            () = activity.killed() => {
+            () = killed => {
                 Metrics::inc(&app.metrics.abandoning_connections);
                 tracing::debug!(%client, abandoned = activity.abandoned(), "connection closed for abandoning its requests");
             }
