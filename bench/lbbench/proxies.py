@@ -28,7 +28,8 @@ HAPROXY_FORWARDING = r"""    http-request set-header X-Request-ID %[uuid] unless
     http-response set-header X-Request-ID %[var(txn.rid)]
 """
 
-# The same fields in nginx: $request_id is 128 random bits in hex, as ours.
+# The same fields in nginx: $request_id is 128 random bits in hex, as ours
+# (a client's own id is not kept, as ours would: the bench's clients send none).
 NGINX_FORWARDING = """            proxy_set_header X-Request-ID $request_id;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $host;

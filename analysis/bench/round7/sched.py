@@ -1,4 +1,5 @@
-# perf sched record of each proxy at 50 connections, 2 threads; usage: python3 sched.py BIN_DIR "ours;haproxy"
+# perf sched record (1.5 s inside a 3 s wrk -c50 run) of each proxy with THREADS (2) threads, then `perf sched latency`.
+# Usage: THREADS=2 python3 sched.py BIN_DIR "ours;haproxy"
 import sys, time, subprocess
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[3] / "bench"))
 from pathlib import Path

@@ -3,12 +3,12 @@
 //!
 //! A client connection selects on the server's shutdown token (and on its
 //! own kill token) beside its reads, so the wait is polled once or twice a
-//! request. Each poll of tokio-util's `WaitForCancellationFuture` locks the
-//! token's waiter list to compare wakers; for the shutdown token that list
-//! is shared by every connection on every worker thread. [`Cheap`] polls
-//! it once to register, and after that only reads the token's flag while
-//! the task's waker is the one registered: a cancellation still wakes that
-//! waker, and the next poll sees the flag.
+//! request. Each poll of tokio-util's `WaitForCancellationFuture` locks
+//! the token's waiter list to compare wakers; for the shutdown token that
+//! list is shared by every connection on every worker thread.
+//! [`cancelled`] polls it once to register, and after that only reads the
+//! token's flag while the task's waker is the one registered: a
+//! cancellation still wakes that waker, and the next poll sees the flag.
 
 use std::{
     future::Future,
@@ -16,19 +16,30 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-/// `token`'s cancellation, driving `wait` (`token.cancelled()`, pinned by
-/// the caller) only when it has to register a waker.
-pub struct Cheap<'a, F> {
-    token: &'a CancellationToken,
-    wait: Pin<&'a mut F>,
-    /// The waker `wait` last registered, if it returned `Pending`.
-    registered: Option<Waker>,
+/// `token`'s cancellation, cheap to poll again: pin it once per
+/// connection (`std::pin::pin!(cancel::cancelled(token))`) and select on
+/// it beside the work.
+pub fn cancelled(token: &CancellationToken) -> Cheap<'_, WaitForCancellationFuture<'_>> {
+    Cheap::wrap(token, token.cancelled())
+}
+
+pin_project_lite::pin_project! {
+    /// See [`cancelled`]: drives `wait` only when it has to register a
+    /// waker.
+    pub struct Cheap<'a, F> {
+        token: &'a CancellationToken,
+        #[pin]
+        wait: F,
+        // The waker `wait` last registered, if it returned `Pending`.
+        registered: Option<Waker>,
+    }
 }
 
 impl<'a, F: Future<Output = ()>> Cheap<'a, F> {
-    pub fn new(token: &'a CancellationToken, wait: Pin<&'a mut F>) -> Self {
+    /// `wait` must resolve once `token` is cancelled.
+    fn wrap(token: &'a CancellationToken, wait: F) -> Self {
         Self {
             token,
             wait,
@@ -40,21 +51,22 @@ impl<'a, F: Future<Output = ()>> Cheap<'a, F> {
 impl<F: Future<Output = ()>> Future for Cheap<'_, F> {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.token.is_cancelled() {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.token.is_cancelled() {
             return Poll::Ready(());
         }
-        if self
+        if this
             .registered
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
             return Poll::Pending;
         }
-        match self.wait.as_mut().poll(cx) {
+        match this.wait.poll(cx) {
             Poll::Ready(()) => Poll::Ready(()),
             Poll::Pending => {
-                self.registered = Some(cx.waker().clone());
+                *this.registered = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
@@ -98,11 +110,11 @@ mod tests {
     fn polls_the_wait_once_per_waker_and_wakes_on_cancel() {
         let token = CancellationToken::new();
         let polls = Arc::new(AtomicUsize::new(0));
-        let mut wait = std::pin::pin!(Counted {
+        let wait = Counted {
             inner: Box::pin(token.cancelled()),
             polls: polls.clone(),
-        });
-        let mut cheap = std::pin::pin!(Cheap::new(&token, wait.as_mut()));
+        };
+        let mut cheap = std::pin::pin!(Cheap::wrap(&token, wait));
         let flag = Arc::new(Flag(AtomicUsize::new(0)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
@@ -134,8 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_select_loop_ends_when_the_token_is_cancelled() {
         let token = CancellationToken::new();
-        let wait = std::pin::pin!(token.cancelled());
-        let mut stopping = Cheap::new(&token, wait);
+        let mut stopping = std::pin::pin!(cancelled(&token));
         let canceller = token.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -145,7 +156,7 @@ mod tests {
         loop {
             tokio::select! {
                 biased;
-                () = &mut stopping => break,
+                () = stopping.as_mut() => break,
                 () = tokio::time::sleep(std::time::Duration::from_millis(1)) => turns += 1,
             }
         }

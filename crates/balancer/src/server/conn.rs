@@ -37,7 +37,7 @@ use super::{ServeOptions, h1, handle, io::ClientIo};
 use crate::{
     activity::Activity,
     admin::App,
-    cancel::Cheap,
+    cancel,
     metrics::Metrics,
     proxy::{ClientInfo, Handover},
     tls::Tls,
@@ -254,9 +254,8 @@ impl Connection {
                 }
             }
         };
-        let kill = activity.kill();
-        let kill_wait = std::pin::pin!(kill.cancelled());
-        let killed = Cheap::new(kill, kill_wait);
+        // Polled on every wake of the connection: see `cancel`.
+        let killed = cancel::cancelled(activity.kill());
         tokio::select! {
             result = served => if let Err(e) = result {
                 tracing::trace!(%client, error = %e, "client connection ended with an error");
@@ -300,7 +299,7 @@ impl Http<'_> {
         let mut conn = std::pin::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => return result.map_err(|e| e.to_string()),
-            () = self.stop.cancelled() => {}
+            () = cancel::cancelled(self.stop) => {}
         }
         conn.as_mut().graceful_shutdown();
         conn.await.map_err(|e| e.to_string())
@@ -359,7 +358,7 @@ impl Http<'_> {
         // Boxed: while the connection is parked, none of hyper's state is
         // held, nor room for it in the task.
         let mut conn = Box::new(self.builders.h1.serve_connection(TokioIo::new(io), service));
-        let mut stopping = std::pin::pin!(self.stop.cancelled());
+        let mut stopping = std::pin::pin!(cancel::cancelled(self.stop));
         let mut idle_check = std::pin::pin!(tokio::time::sleep(PARK_AFTER));
         let (mut stopped, mut parked) = (false, false);
         let served = std::future::poll_fn(|cx| {

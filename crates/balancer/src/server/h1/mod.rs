@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::{conn::Listener, handle, io::ClientIo};
 use crate::{
     activity::Activity,
-    cancel::Cheap,
+    cancel,
     conns::PARK_AFTER,
     metrics::Metrics,
     proxy::{ClientInfo, Handover},
@@ -90,8 +90,7 @@ impl Server<'_> {
         // The encoded head of the last response: reused while the
         // connection is busy, let go of when it parks.
         let mut out = Vec::new();
-        let stop_wait = std::pin::pin!(self.stop.cancelled());
-        let mut stopping = Cheap::new(self.stop, stop_wait);
+        let mut stopping = std::pin::pin!(cancel::cancelled(self.stop));
         // Due when the connection will have idled PARK_AFTER: at once for
         // one hyper gives back after idling, a PARK_AFTER after the last
         // request otherwise; checked again then, not on every request.
@@ -116,7 +115,7 @@ impl Server<'_> {
                                 idle_check.as_mut().reset(Instant::now() + PARK_AFTER);
                             }
                         }
-                        () = &mut stopping => {
+                        () = stopping.as_mut() => {
                             let _ = io.shutdown().await;
                             return Ok(End::Closed);
                         }

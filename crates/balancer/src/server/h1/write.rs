@@ -317,12 +317,18 @@ mod tests {
         assert!(out.ends_with("\r\n\r\nabcde"), "{out}");
     }
 
-    #[tokio::test]
-    async fn head_and_no_content_send_no_body() {
-        let mut response = Response::new(Body::from("hello"));
+    /// A response with `body` and one header field.
+    fn with_field(body: Body, name: header::HeaderName, value: &'static str) -> Response<Body> {
+        let mut response = Response::new(body);
         response
             .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+            .insert(name, HeaderValue::from_static(value));
+        response
+    }
+
+    #[tokio::test]
+    async fn head_and_no_content_send_no_body() {
+        let response = with_field(Body::from("hello"), header::CONTENT_LENGTH, "5");
         let head = Asked {
             head: true,
             ..asked(Version::HTTP_11, true)
@@ -342,10 +348,7 @@ mod tests {
         let (out, keep) = wire(Response::new(Body::empty()), asked(Version::HTTP_11, false)).await;
         assert!(!keep);
         assert!(out.contains("connection: close\r\n"), "{out}");
-        let mut response = Response::new(Body::empty());
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let response = with_field(Body::empty(), header::CONNECTION, "close");
         let (out, keep) = wire(response, asked(Version::HTTP_11, true)).await;
         assert!(!keep);
         assert_eq!(out.matches("connection: close").count(), 1, "{out}");
@@ -358,10 +361,7 @@ mod tests {
     async fn the_length_sent_is_the_framing_s_own() {
         // A length field that does not parse is not passed on beside the
         // body's real length.
-        let mut response = Response::new(Body::from("hello"));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("five"));
+        let response = with_field(Body::from("hello"), header::CONTENT_LENGTH, "five");
         let (out, keep) = wire(response, asked(Version::HTTP_11, true)).await;
         assert!(keep);
         assert_eq!(out.matches("content-length").count(), 1, "{out}");
@@ -371,10 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_shorter_than_its_length_is_an_error() {
-        let mut response = Response::new(Body::from("abc"));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let response = with_field(Body::from("abc"), header::CONTENT_LENGTH, "5");
         let mut out = Vec::new();
         let sent = send(
             &mut out,
