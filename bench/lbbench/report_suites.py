@@ -104,7 +104,9 @@ def c10k_md(doc, s):
         f"{setup['warmup_s']} s warm-up; {setup['rounds']} alternating round(s), median by 2xx req/s. RLIMIT_NOFILE "
         f"of the bench and its children: {setup['nofile_limit']} (the hard limit here; a proxy needs two "
         f"descriptors per proxied connection), HAProxy `maxconn {setup['haproxy_maxconn']}`, nginx "
-        f"`worker_connections {setup['nginx_worker_connections']}`; our balancer has no connection cap. "
+        f"`worker_connections {setup['nginx_worker_connections']}`; our balancer caps itself at what the limit "
+        f"allows, ({setup['nofile_limit']} - 128) / 2 = {(int(setup['nofile_limit']) - 128) // 2} connections "
+        "(`server/limit.rs`: a client and an upstream descriptor each, 128 kept for the rest). "
         "*2xx req/s* counts only successful responses; *errors* = non-2xx responses + socket errors (wrk "
         f"timeouts after {setup['client'].split('--timeout ')[1].split()[0] if '--timeout' in setup['client'] else '2s'}).",
         "",

@@ -4,8 +4,9 @@ voluntary / involuntary context switches.
 
 Variants: "ours", "ours --flag ..." (e.g. "ours --scheduler work-stealing"),
 "haproxy", "slice=NS" / "hslice=NS" (ours / HAProxy with a custom scheduler
-slice on its threads, see slice.py), "pin" (each of our workers pinned to the
-CPU of its index). The yield, LIFO and event-interval variants of the notes
+slice on its threads, see slice.py), "batch" / "hbatch" (ours / HAProxy with
+its threads under SCHED_BATCH, whose wake-ups do not preempt the running
+thread; Round 8), "pin" (each of our workers pinned to the CPU of its index). The yield, LIFO and event-interval variants of the notes
 used experimental builds that were not kept.
 
 Usage: python3 variants.py BIN_DIR "ours;pin;haproxy" [ROUNDS]
@@ -59,9 +60,11 @@ def main():
         for _ in range(rounds):
             for v in variants:
                 kind, *extra = v.split()
-                slice_ns, pin = None, kind == "pin"
+                slice_ns, pin, batch = None, kind == "pin", kind in ("batch", "hbatch")
                 if pin:
                     kind = "ours"
+                elif batch:
+                    kind = "ours" if kind == "batch" else "haproxy"
                 elif kind.startswith(("slice=", "hslice=")):
                     kind, slice_ns = ("ours" if kind.startswith("slice=") else "haproxy"), int(kind.split("=")[1])
                 proc, port = proxies.start(proxies.Target(kind, extra=extra, label=v), threads, backends, bins,
@@ -70,6 +73,9 @@ def main():
                     for tid, name in threads_of(proc.pid, ("lb-worker-",)):
                         subprocess.run(["taskset", "-p", "-c", name[len("lb-worker-"):], str(tid)],
                                        capture_output=True, check=True)
+                if batch:
+                    for tid, _name in threads_of(proc.pid, ("lb-worker", "haproxy")):
+                        subprocess.run(["chrt", "-b", "-p", "0", str(tid)], capture_output=True, check=True)
                 if slice_ns:
                     for tid, _name in threads_of(proc.pid, ("lb-worker", "haproxy")):
                         sched_slice.set_slice(tid, slice_ns)
