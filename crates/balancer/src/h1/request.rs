@@ -2,7 +2,12 @@
 //! buffer, and the body framed as hyper's client would frame it (a known
 //! length as `Content-Length`, an unknown one chunked, none for a GET
 //! without a body), sent by [`Outgoing::poll_send`] with vectored writes so
-//! a head and a small body leave in one system call.
+//! a head and a small body leave in one system call. While more of a
+//! `Content-Length` body is still to come, writes carry `MSG_MORE`, as
+//! HAProxy's do while a message is unfinished: the kernel sends whole
+//! segments instead of one per write (a 1 MiB upload read in 16 KiB pieces
+//! left as 16 KiB segments), and holds a partial one until the next write
+//! or its cork limit (200 ms on Linux).
 
 use std::{
     collections::VecDeque,
@@ -15,7 +20,7 @@ use axum::body::Body;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{HeaderMap, Method, header};
 use hyper::body::Body as _;
-use tokio::net::TcpStream;
+use tokio::{io::Interest, net::TcpStream};
 
 use super::Error;
 
@@ -176,12 +181,27 @@ impl Outgoing {
                 *slot = IoSlice::new(bytes);
                 count += 1;
             }
-            match io.try_write_vectored(&slices[..count]) {
+            let sent = if self.more_to_come() {
+                io.try_io(Interest::WRITABLE, || {
+                    socket2::SockRef::from(io)
+                        .send_vectored_with_flags(&slices[..count], libc::MSG_MORE)
+                })
+            } else {
+                io.try_write_vectored(&slices[..count])
+            };
+            match sent {
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(SendError::Io(e))),
             }
         }
+    }
+
+    /// Whether bytes of a `Content-Length` body are still to be read after
+    /// what is queued. Chunked bodies are left out: they are how a client
+    /// streams, and a piece held back would wait for the next.
+    fn more_to_come(&self) -> bool {
+        self.body.is_some() && matches!(self.framing, Framing::Length(left) if left > 0)
     }
 
     /// Moves body frames onto the queue, framed, until [`AHEAD`] bytes are
@@ -395,5 +415,77 @@ mod tests {
             text.contains("host: example.com\r\n") && !text.contains("10.0.0.1"),
             "{text}"
         );
+    }
+
+    /// A body fed by the test: each `Bytes` sent is one frame.
+    fn fed() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+        use tokio_stream::StreamExt as _;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
+        (tx, Body::from_stream(stream))
+    }
+
+    #[test]
+    fn more_is_to_come_only_inside_a_content_length_body() {
+        let post = |len: Option<&str>, body: Body| {
+            let mut req = Request::post("/");
+            if let Some(len) = len {
+                req = req.header("content-length", len);
+            }
+            Outgoing::new(req.body(body).expect("req")).expect("encodes")
+        };
+        let (_tx, body) = fed();
+        assert!(post(Some("10"), body).more_to_come());
+        let (_tx, body) = fed();
+        assert!(!post(None, body).more_to_come(), "chunked: a stream");
+        assert!(!post(Some("0"), Body::empty()).more_to_come());
+    }
+
+    /// What is written with `MSG_MORE` is not held for long when the client
+    /// stalls in the middle of its body: the kernel lets it go (200 ms on
+    /// Linux), so the replica is never left waiting on the proxy for bytes
+    /// the proxy has. Then the rest arrives, and all of it in order.
+    #[tokio::test]
+    async fn a_stalled_body_still_reaches_the_replica_and_arrives_whole() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let io = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        io.set_nodelay(true).expect("nodelay");
+        let (mut replica, _) = listener.accept().await.expect("accept");
+        let (tx, body) = fed();
+        let req = Request::post("/up")
+            .header("content-length", "8")
+            .body(body)
+            .expect("req");
+        let mut out = Outgoing::new(req).expect("encodes");
+        let send = tokio::spawn(async move {
+            std::future::poll_fn(|cx| out.poll_send(&io, cx))
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>(io)
+        });
+        tx.send(Bytes::from("abcd")).await.expect("feed");
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !got.ends_with(b"abcd") {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout_at(deadline, replica.read(&mut buf))
+                .await
+                .expect("the first half reaches the replica while the client stalls")
+                .expect("read");
+            got.extend_from_slice(&buf[..n]);
+        }
+        tx.send(Bytes::from("efgh")).await.expect("feed");
+        let _io = send.await.expect("join").expect("sent");
+        let mut rest = [0u8; 4];
+        replica.read_exact(&mut rest).await.expect("rest");
+        got.extend_from_slice(&rest);
+        let text = String::from_utf8(got).expect("utf-8");
+        assert!(text.starts_with("POST /up HTTP/1.1\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\nabcdefgh"), "{text}");
     }
 }
