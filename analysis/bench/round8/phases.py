@@ -10,17 +10,12 @@ the phases are for comparing the proxies, not for absolute figures.
 Usage: python3 phases.py BIN_DIR "ours;haproxy" [ROUNDS]
 """
 import collections
-import os
 import re
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2] / "bench"))
-from lbbench import procs, proxies, wrk  # noqa: E402
+import common
 
 RID = re.compile(rb"x-request-id: *([^\r\n]+)", re.I)
 PCAP = "/tmp/phases.pcap"
@@ -88,35 +83,20 @@ def phases(path, proxy_port, replica_ports):
 
 
 def main():
-    bins, variants = Path(sys.argv[1]), sys.argv[2].split(";")
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    conns, threads = int(os.environ.get("CONNS", "50")), int(os.environ.get("THREADS", "2"))
-    work = Path("/tmp/phases-w")
-    work.mkdir(exist_ok=True)
-    backends, _ = proxies.start_replicas(bins, 3, "1")
-    try:
-        for _ in range(rounds):
-            for v in variants:
-                kind, *extra = v.split()
-                proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends, bins, work,
-                                           "0" if threads == 1 else "0-1", connections=conns)
-                url = f"http://127.0.0.1:{port}/home"
-                wrk.run(url, conns, 1, cpus="1")
-                p = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d3s", "-s",
-                                      str(HERE / "percentiles.lua"), url], stdout=subprocess.PIPE, text=True)
-                time.sleep(1.2)
-                subprocess.run(["timeout", "0.5", "tcpdump", "-i", "lo", "-s", "600", "-B", "65536", "-Z", "root",
-                                "-w", PCAP, "tcp"], capture_output=True)
-                out = p.communicate()[0]
-                procs.stop(proc)
-                rows = phases(PCAP, port, set(backends))
-                print(v, "wrk:", next(x for x in out.splitlines() if x.startswith("PCT"))[4:])
-                for q in (0.5, 0.9, 0.99, 0.999):
-                    cut = [sorted(r[i] for r in rows)[min(len(rows) - 1, int(len(rows) * q))] * 1000 for i in range(4)]
-                    print(f"  q{q}: total {cut[0]:.2f}, in {cut[1]:.2f}, replica {cut[2]:.2f}, out {cut[3]:.2f} ms"
-                          f" ({len(rows)} requests)")
-    finally:
-        procs.cleanup()
+    bins, variants, rounds = common.args(1)
+    for v, _kind, _proc, url, backends in common.each_proxy(bins, variants, rounds, "phases"):
+        p = common.wrk_percentiles(url)
+        time.sleep(1.2)
+        subprocess.run(["timeout", "0.5", "tcpdump", "-i", "lo", "-s", "600", "-B", "65536", "-Z", "root",
+                        "-w", PCAP, "tcp"], capture_output=True)
+        out = p.communicate()[0]
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        rows = phases(PCAP, port, set(backends))
+        print(v, "wrk:", next(x for x in out.splitlines() if x.startswith("PCT"))[4:])
+        for q in (0.5, 0.9, 0.99, 0.999):
+            cut = [sorted(r[i] for r in rows)[min(len(rows) - 1, int(len(rows) * q))] * 1000 for i in range(4)]
+            print(f"  q{q}: total {cut[0]:.2f}, in {cut[1]:.2f}, replica {cut[2]:.2f}, out {cut[3]:.2f} ms"
+                  f" ({len(rows)} requests)")
 
 
 if __name__ == "__main__":

@@ -8,16 +8,12 @@ for wrk and the replicas (CPU 1) the same delays.
 Usage: python3 runs.py BIN_DIR "ours;haproxy"
 """
 import collections
-import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2] / "bench"))
-from lbbench import procs, proxies, wrk  # noqa: E402
+import common
+from lbbench import wrk
 
 PROXY_THREADS = ("lb-worker", "haproxy")
 
@@ -54,29 +50,17 @@ def summary(timehist):
 
 
 def main():
-    bins = Path(sys.argv[1])
-    conns, threads = int(os.environ.get("CONNS", "50")), int(os.environ.get("THREADS", "2"))
-    work = Path("/tmp/runs-w")
-    work.mkdir(exist_ok=True)
-    backends, _ = proxies.start_replicas(bins, 3, "1")
-    try:
-        for v in sys.argv[2].split(";"):
-            kind, *extra = v.split()
-            proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends, bins, work,
-                                       "0" if threads == 1 else "0-1", connections=conns)
-            url = f"http://127.0.0.1:{port}/home"
-            wrk.run(url, conns, 1, cpus="1")
-            p = wrk.spawn(url, conns, 3, cpus="1")
-            time.sleep(0.5)
-            data = f"/tmp/runs-{kind}.data"
-            subprocess.run(["perf", "sched", "record", "-o", data, "--", "sleep", "1.5"], capture_output=True)
-            p.wait()
-            procs.stop(proc)
-            th = subprocess.run(["perf", "sched", "timehist", "--state", "-i", data], capture_output=True, text=True)
-            print(v)
-            summary(th.stdout)
-    finally:
-        procs.cleanup()
+    bins, variants, _ = common.args(1)
+    conns, _threads = common.load()
+    for v, kind, _proc, url, _ in common.each_proxy(bins, variants, 1, "runs"):
+        p = wrk.spawn(url, conns, 3, cpus="1")
+        time.sleep(0.5)
+        data = f"/tmp/runs-{kind}.data"
+        subprocess.run(["perf", "sched", "record", "-o", data, "--", "sleep", "1.5"], capture_output=True)
+        p.wait()
+        th = subprocess.run(["perf", "sched", "timehist", "--state", "-i", data], capture_output=True, text=True)
+        print(v)
+        summary(th.stdout)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,9 @@ import collections
 import glob
 import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2] / "bench"))
-from lbbench import procs, proxies, wrk  # noqa: E402
-
-SCRIPT = HERE / "percentiles.lua"
+import common
 
 
 def placement(pid, seconds):
@@ -50,36 +43,20 @@ def cpu_ticks(pid):
 
 
 def main():
-    bins, variants = Path(sys.argv[1]), sys.argv[2].split(";")
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    conns, threads = int(os.environ.get("CONNS", "50")), int(os.environ.get("THREADS", "2"))
-    work = Path("/tmp/shape-w")
-    work.mkdir(exist_ok=True)
-    backends, _ = proxies.start_replicas(bins, 3, "1")
-    try:
-        for _ in range(rounds):
-            for v in variants:
-                kind, *extra = v.split()
-                proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends, bins, work,
-                                           "0" if threads == 1 else "0-1", connections=conns)
-                url = f"http://127.0.0.1:{port}/home"
-                wrk.run(url, conns, 1, cpus="1")
-                before = cpu_ticks(proc.pid)
-                p = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", "-d3s", "-s", str(SCRIPT), url],
-                                     stdout=subprocess.PIPE, text=True)
-                time.sleep(0.2)
-                where = placement(proc.pid, 2.6)
-                out = p.communicate()[0]
-                after = cpu_ticks(proc.pid)
-                procs.stop(proc)
-                line = next(x for x in out.splitlines() if x.startswith("PCT"))
-                n = int(re.search(r"n=(\d+)", line).group(1))
-                tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-                cpu = (f"user {(after[0] - before[0]) * tick_us / n:.2f} us/req, "
-                       f"system {(after[1] - before[1]) * tick_us / n:.2f} us/req")
-                print(f"{v:10s} {line[4:]}\n{'':10s} runnable on CPU 1: {where}; {cpu}", flush=True)
-    finally:
-        procs.cleanup()
+    bins, variants, rounds = common.args(3)
+    for v, _kind, proc, url, _ in common.each_proxy(bins, variants, rounds, "shape"):
+        before = cpu_ticks(proc.pid)
+        p = common.wrk_percentiles(url)
+        time.sleep(0.2)
+        where = placement(proc.pid, 2.6)
+        out = p.communicate()[0]
+        after = cpu_ticks(proc.pid)
+        line = next(x for x in out.splitlines() if x.startswith("PCT"))
+        n = int(re.search(r"n=(\d+)", line).group(1))
+        tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+        cpu = (f"user {(after[0] - before[0]) * tick_us / n:.2f} us/req, "
+               f"system {(after[1] - before[1]) * tick_us / n:.2f} us/req")
+        print(f"{v:10s} {line[4:]}\n{'':10s} runnable on CPU 1: {where}; {cpu}", flush=True)
 
 
 if __name__ == "__main__":
