@@ -4,10 +4,11 @@
 //! without a body), sent by [`Outgoing::poll_send`] with vectored writes so
 //! a head and a small body leave in one system call. While more of a
 //! `Content-Length` body is still to come, writes carry `MSG_MORE`, as
-//! HAProxy's do while a message is unfinished: the kernel sends whole
-//! segments instead of one per write (a 1 MiB upload read in 16 KiB pieces
-//! left as 16 KiB segments), and holds a partial one until the next write
-//! or its cork limit (200 ms on Linux).
+//! HAProxy's do while a message is unfinished: the kernel then sends whole
+//! segments rather than one per write (an upload is read from the client
+//! 16 KiB at a time), each segment being a wake-up of the replica, and
+//! holds a partial one until the next write or its cork limit (200 ms on
+//! Linux).
 
 use std::{
     collections::VecDeque,
