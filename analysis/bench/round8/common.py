@@ -25,11 +25,13 @@ def args(default_rounds):
     return Path(sys.argv[1]), sys.argv[2].split(";"), rounds
 
 
-def each_proxy(bins, variants, rounds, name):
+def each_proxy(bins, variants, rounds, name, threads=None, cpus=None):
     """For each round and variant ("ours", "haproxy", "ours --flag ..."):
     the proxy started and warmed up by 1 s of wrk, as (variant, kind,
-    process, url, replica ports); stopped when the caller asks for the next."""
-    conns, threads = load()
+    process, url, replica ports); stopped when the caller asks for the next.
+    `threads` and `cpus` override THREADS and the bench's CPUs for it."""
+    conns, default_threads = load()
+    threads = threads or default_threads
     work = Path(f"/tmp/{name}-w")
     work.mkdir(exist_ok=True)
     backends, _ = proxies.start_replicas(bins, 3, "1")
@@ -38,7 +40,7 @@ def each_proxy(bins, variants, rounds, name):
             for v in variants:
                 kind, *extra = v.split()
                 proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends, bins, work,
-                                           "0" if threads == 1 else "0-1", connections=conns)
+                                           cpus or ("0" if threads == 1 else "0-1"), connections=conns)
                 url = f"http://127.0.0.1:{port}/home"
                 try:
                     wrk.run(url, conns, 1, cpus="1")
