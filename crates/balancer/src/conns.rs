@@ -125,13 +125,11 @@ fn lock(slot: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::AsyncWriteExt as _;
-
-    use super::*;
+pub(crate) mod testing {
+    use tokio::net::TcpStream;
 
     /// A loopback TCP connection: ours (as the pool holds it) and the peer.
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
+    pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -141,6 +139,13 @@ mod tests {
         let (peer, _) = listener.accept().await.expect("accept");
         (ours, peer)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::{testing::tcp_pair, *};
 
     const LONG: Duration = Duration::from_secs(60);
 
