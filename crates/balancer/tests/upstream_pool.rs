@@ -177,3 +177,77 @@ async fn an_answer_before_the_upload_ends_does_not_stall_the_upload() {
     .expect("both answers came: the upload went through");
     lb.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_may_answer_as_it_reads_the_upload() {
+    // Full duplex, as an echo service streams: the replica sends its head
+    // and each piece of the body back as it reads it, and the client sends
+    // the next piece only once it has seen the last one come back. A
+    // balancer that read the body only while waiting for the response
+    // head, or sent the response only once the body was read, stalls here.
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    const PIECE: usize = 40_000;
+    const PIECES: usize = 4;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut socket = BufReader::new(socket);
+                loop {
+                    let mut line = String::new();
+                    if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.get_mut().write_all(head).await.is_err() {
+                    return;
+                }
+                let mut piece = vec![0; PIECE];
+                for _ in 0..PIECES {
+                    if socket.read_exact(&mut piece).await.is_err() {
+                        return;
+                    }
+                    let chunk = [format!("{PIECE:x}\r\n").as_bytes(), &piece, b"\r\n"].concat();
+                    if socket.get_mut().write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.get_mut().write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let lb = common::start_static(vec![url], "round-robin", |_| {}).await;
+    let mut client = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n",
+        PIECE * PIECES
+    );
+    client.write_all(head.as_bytes()).await.expect("head");
+    let mut seen = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        for i in 0..PIECES {
+            let piece = vec![b'a' + i as u8; PIECE];
+            client.write_all(&piece).await.expect("piece");
+            // Wait for this piece to come back before sending the next.
+            while seen.iter().filter(|&&b| b == b'a' + i as u8).count() < PIECE {
+                let n = client.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed after {} bytes", seen.len());
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+    })
+    .await
+    .expect("every piece came back before the next was sent");
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{:?}", &seen[..20]);
+    lb.stop().await;
+}

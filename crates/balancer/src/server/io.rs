@@ -26,6 +26,7 @@ use std::{
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
     time::{Instant, Sleep},
 };
 
@@ -37,6 +38,9 @@ pub struct ClientTimeouts {
     pub idle: Duration,
     pub header_read: Duration,
     pub send: Duration,
+    /// Longest pause in an upload (`--client-body-timeout`): bounds what
+    /// is left of a body read after its response has gone.
+    pub body: Duration,
 }
 
 /// A socket with the client-side timeouts of the module doc.
@@ -52,9 +56,7 @@ pub struct ClientIo<T> {
     head_of: u32,
     /// Fires at the read deadline (head or idle).
     read_timer: Pin<Box<Sleep>>,
-    /// Since when a write has been waiting for the client to read.
-    write_blocked: Option<Instant>,
-    write_timer: Pin<Box<Sleep>>,
+    send: SendTimer,
     /// Bytes read before hyper (re)took the connection, given to it first:
     /// the first bytes, or what hyper had read when it let go.
     replay: Bytes,
@@ -81,8 +83,10 @@ impl<T> ClientIo<T> {
             head_started: Some(accepted),
             head_of,
             read_timer: Box::pin(tokio::time::sleep_until(accepted + timeouts.header_read)),
-            write_blocked: None,
-            write_timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
+            send: SendTimer {
+                blocked: None,
+                timer: Box::pin(tokio::time::sleep_until(now + timeouts.send)),
+            },
             replay: first,
         }
     }
@@ -188,29 +192,134 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> ClientIo<T> {
+/// How long a write has waited for the client to read, failing it once
+/// that is `--send-timeout`.
+struct SendTimer {
+    /// Since when a write has been waiting for the client to read.
+    blocked: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl SendTimer {
     /// Turns a write that made no progress into an error once it has
-    /// waited `--send-timeout`.
+    /// waited `timeout`.
     fn on_write<R>(
         &mut self,
+        timeout: Duration,
         cx: &mut Context<'_>,
         result: Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
         match result {
             Poll::Ready(r) => {
-                self.write_blocked = None;
+                self.blocked = None;
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let since = *self.write_blocked.get_or_insert_with(Instant::now);
-                let deadline = since + self.timeouts.send;
-                if self.write_timer.deadline() != deadline {
-                    self.write_timer.as_mut().reset(deadline);
+                let since = *self.blocked.get_or_insert_with(Instant::now);
+                let deadline = since + timeout;
+                if self.timer.deadline() != deadline {
+                    self.timer.as_mut().reset(deadline);
                 }
-                ready!(self.write_timer.as_mut().poll(cx));
+                ready!(self.timer.as_mut().poll(cx));
                 Poll::Ready(Err(timed_out("client did not read its response in time")))
             }
         }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ClientIo<T> {
+    fn on_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        self.send.on_write(self.timeouts.send, cx, result)
+    }
+}
+
+impl ClientIo<TcpStream> {
+    /// The connection taken apart for a request whose body is still
+    /// arriving while its response may already be going out (a replica
+    /// may answer, even stream its answer, before it has read the whole
+    /// upload): the socket to read the body from, the bytes read earlier
+    /// and not yet given out (read before the socket), and the write side,
+    /// still under the send timeout. The read deadlines do not apply while
+    /// a request is in flight, so reading around them changes nothing.
+    pub(crate) fn timeouts(&self) -> ClientTimeouts {
+        self.timeouts
+    }
+
+    pub(crate) fn split_for_body(&mut self) -> (&TcpStream, Bytes, SendHalf<'_>) {
+        let replay = std::mem::take(&mut self.replay);
+        let send = SendHalf {
+            tcp: &self.inner,
+            timeout: self.timeouts.send,
+            timer: &mut self.send,
+        };
+        (&self.inner, replay, send)
+    }
+}
+
+/// The write side of a [`ClientIo`] split by [`ClientIo::split_for_body`].
+pub(crate) struct SendHalf<'a> {
+    tcp: &'a TcpStream,
+    timeout: Duration,
+    timer: &'a mut SendTimer,
+}
+
+impl SendHalf<'_> {
+    /// Writes with `write` once the socket is writable, as tokio's own
+    /// `TcpStream` does, under the send timeout.
+    fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        let tcp = self.tcp;
+        let result = loop {
+            match tcp.poll_write_ready(cx) {
+                Poll::Pending => break Poll::Pending,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => match write(tcp) {
+                    // Readiness is cleared: the next poll waits for it.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    done => break Poll::Ready(done),
+                },
+            }
+        };
+        self.timer.on_write(self.timeout, cx, result)
+    }
+}
+
+impl AsyncWrite for SendHalf<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_with(cx, |tcp| tcp.try_write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_with(cx, |tcp| tcp.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Nothing is buffered here: a write is the socket's.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(self.tcp).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -264,6 +373,7 @@ mod tests {
             idle: long,
             header_read: long,
             send: long,
+            body: long,
         };
         let first = Bytes::from_static(first);
         ClientIo::new(rest, timeouts, Activity::new(1), Instant::now(), first)

@@ -84,6 +84,7 @@ impl ServeOptions {
                 idle: limits.client_idle_timeout,
                 header_read: limits.header_read_timeout,
                 send: limits.send_timeout,
+                body: limits.client_body_timeout,
             },
             max_header_size: usize::try_from(limits.max_header_size).unwrap_or(usize::MAX),
             max_connections,

@@ -10,6 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use http_body_util::Full;
 
+use super::body::{self, Feeder, RequestBody};
+
 /// The most field lines a request head may have (hyper's default too: a
 /// head with more goes to hyper, which answers 431).
 const MAX_HEADERS: usize = 100;
@@ -19,8 +21,9 @@ const MAX_HEADERS: usize = 100;
 /// growing the map to fit them cost four reallocations a request.
 const ADDED_FIELDS: usize = 6;
 
-/// The largest body read with its head before the request is served here;
-/// a longer one is streamed by hyper.
+/// The largest body read whole with its head before the request is
+/// served; a longer one is streamed from the connection as it arrives
+/// (`body`).
 pub const MAX_BUFFERED_BODY: usize = 16 * 1024;
 
 /// What the bytes at the front of the buffer are.
@@ -34,20 +37,21 @@ pub enum Parsed {
     Request(Ready),
     /// Not all of it yet: read more.
     Partial,
-    /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, `TE`, a body
-    /// longer than [`MAX_BUFFERED_BODY`], a head hyper would refuse): for
-    /// hyper, from the first byte.
+    /// Anything else (an upgrade, `Expect`, `Transfer-Encoding`, `TE`, a
+    /// head hyper would refuse): for hyper, from the first byte.
     Hyper,
 }
 
 /// A request ready to be served.
 #[derive(Debug)]
 pub struct Ready {
-    pub request: Request<Full<Bytes>>,
+    pub request: Request<RequestBody>,
     /// Whether the client keeps the connection after this request.
     pub keep_alive: bool,
-    /// The bytes its head and body took.
+    /// The bytes its head and body took (the part of the body read so far).
     pub len: usize,
+    /// What reads the rest of a body longer than what came with its head.
+    pub feeder: Option<Feeder>,
 }
 
 /// Parses the request at the front of `buf`; on [`Parsed::Request`] its
@@ -139,10 +143,11 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed {
         };
         headers.append(name, value);
     }
-    if connection.upgrade || body_len > MAX_BUFFERED_BODY {
+    if connection.upgrade {
         return Parsed::Hyper;
     }
-    if bytes.len() < len + body_len {
+    let read = bytes.len() - len;
+    if read < body_len && body_len <= MAX_BUFFERED_BODY {
         return Parsed::Partial;
     }
     let Ok(uri) = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())) else {
@@ -152,7 +157,14 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed {
         Version::HTTP_11 => !connection.close,
         _ => connection.keep_alive && !connection.close,
     };
-    let mut request = Request::new(Full::new(bytes.slice(len..len + body_len)));
+    let (body, feeder, used) = if read >= body_len {
+        let body = Full::new(bytes.slice(len..len + body_len));
+        (RequestBody::Whole(body), None, len + body_len)
+    } else {
+        let (body, feeder) = body::streamed(bytes.slice(len..), body_len as u64);
+        (body, Some(feeder), bytes.len())
+    };
+    let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
@@ -160,7 +172,8 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed {
     Parsed::Request(Ready {
         request,
         keep_alive,
-        len: len + body_len,
+        len: used,
+        feeder,
     })
 }
 
@@ -195,6 +208,7 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
 
     use super::*;
 
@@ -238,6 +252,25 @@ mod tests {
         assert_eq!(&body.to_bytes()[..], b"hello");
     }
 
+    #[tokio::test]
+    async fn a_longer_body_streams_from_what_came_with_its_head() {
+        let wire = format!(
+            "POST /p HTTP/1.1\r\nHost: lb\r\nContent-Length: {}\r\n\r\nfirst",
+            MAX_BUFFERED_BODY + 1
+        );
+        let (ready, rest) = ready(&wire);
+        assert!(rest.is_empty(), "what came of the body is the body's");
+        assert_eq!(ready.len, wire.len());
+        assert!(ready.feeder.is_some());
+        let body = ready.request.into_body();
+        assert_eq!(body.size_hint().exact(), Some(MAX_BUFFERED_BODY as u64 + 1));
+        let mut body = body;
+        let first = body.frame().await.expect("a piece").expect("ok");
+        assert_eq!(&first.into_data().expect("data")[..], b"first");
+        // Not all of it arrived: the connection's loop reads the rest.
+        assert!(!body.is_end_stream());
+    }
+
     #[test]
     fn keep_alive_follows_the_version_and_connection() {
         let keeps = |wire: &str| ready(wire).0.keep_alive;
@@ -265,7 +298,6 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: +3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 3, 3\r\n\r\nabc",
-            "POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 99999999\r\n\r\n",
             "CONNECT lb:443 HTTP/1.1\r\nHost: lb:443\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: lb\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nHo st: lb\r\n\r\n",

@@ -1,6 +1,7 @@
 //! HTTP/1.1 on plain client connections, our own server side of it for the
 //! requests that make up nearly all of a proxy's traffic: a head, and no
-//! body or a short one that came with it.
+//! body, a short one that came with it, or a longer one of a known length
+//! streamed as it arrives (`body`).
 //!
 //! hyper's server holds a fixed 8 KiB read buffer and an 8 KiB write buffer
 //! per connection while a request is in flight (hyper 1.x has no setting
@@ -12,13 +13,14 @@
 //! of the body in one write.
 //!
 //! Whatever else a client sends, from its first byte on, is hyper's, as
-//! before: upgrades and `CONNECT`, `Expect`, `TE`, chunked or long uploads, and
+//! before: upgrades and `CONNECT`, `Expect`, `TE`, chunked uploads, and
 //! every head hyper would refuse (its 400 and 431 answers stay its own).
 //! The connection goes back to this loop once hyper lets go of it (parked
 //! after idling). Between requests the connection holds its socket and
 //! this loop's future only; parked (idle over [`PARK_AFTER`]) it is
 //! counted as such.
 
+mod body;
 mod date;
 pub(crate) mod head;
 mod write;
@@ -32,6 +34,7 @@ use std::{
 };
 
 use bytes::BytesMut;
+use http::Response;
 use tokio::{
     io::{AsyncRead as _, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
@@ -146,16 +149,98 @@ impl Server<'_> {
                 self.activity,
                 self.handover,
                 ready.request,
-            ))
-            .await
-            .unwrap_or_else(|never: Infallible| match never {});
-            let keep_alive = write::send(io, response, asked, &mut out).await?;
+            ));
+            let keep_alive = match ready.feeder {
+                None => {
+                    let response = response
+                        .await
+                        .unwrap_or_else(|never: Infallible| match never {});
+                    write::send(io, response, asked, &mut out).await?
+                }
+                Some(feeder) => {
+                    let (keep_alive, next) =
+                        serve_streamed(io, response, feeder, asked, &mut out).await?;
+                    // Read past the body: the next request's first bytes.
+                    buf.extend_from_slice(&next);
+                    keep_alive
+                }
+            };
             if !keep_alive || self.stop.is_cancelled() {
                 let _ = io.shutdown().await;
                 return Ok(End::Closed);
             }
         }
     }
+}
+
+/// Serves a request whose body is still arriving: `feeder` reads it from
+/// the connection while the request is handled and its response sent, as
+/// a replica may answer before it has read the whole body, or stream its
+/// answer as it reads. Whether the connection may serve another request
+/// after it, and what was read past the body.
+async fn serve_streamed(
+    io: &mut ClientIo<TcpStream>,
+    response: impl Future<Output = Result<Response<axum::body::Body>, Infallible>>,
+    mut feeder: body::Feeder,
+    mut asked: write::Asked,
+    out: &mut Vec<u8>,
+) -> io::Result<(bool, bytes::Bytes)> {
+    let pause = io.timeouts().body;
+    let (tcp, ahead, mut send) = io.split_for_body();
+    feeder.read_ahead(ahead);
+    let watch = feeder.watch();
+    let sent = {
+        let serve = async {
+            let response = response
+                .await
+                .unwrap_or_else(|never: Infallible| match never {});
+            // Let go of before its end: the rest will not be read, so the
+            // connection closes after this response.
+            asked.keep_alive &= !watch.abandoned();
+            write::send(&mut send, response, asked, out).await
+        };
+        let mut serve = std::pin::pin!(serve);
+        let mut feeding = true;
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(sent) = serve.as_mut().poll(cx) {
+                    return Poll::Ready(sent);
+                }
+                if !feeding {
+                    return Poll::Pending;
+                }
+                match feeder.poll_feed(tcp, cx) {
+                    // The request may take it at once: poll it again now
+                    // rather than after a wake-up.
+                    Poll::Ready(body::Fed::Piece) => {}
+                    Poll::Ready(body::Fed::Done) => feeding = false,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    };
+    if sent.is_ok() {
+        // The response has gone, and the request may still be sending
+        // the body on (to a replica that answered before reading it all):
+        // the rest is read for as long as it is taken, pausing no longer
+        // than an upload may.
+        let mut pause_over = std::pin::pin!(tokio::time::sleep(pause));
+        std::future::poll_fn(|cx| {
+            loop {
+                match feeder.poll_feed(tcp, cx) {
+                    Poll::Ready(body::Fed::Piece) => {
+                        pause_over.as_mut().reset(Instant::now() + pause);
+                    }
+                    Poll::Ready(body::Fed::Done) => return Poll::Ready(()),
+                    Poll::Pending => return pause_over.as_mut().poll(cx),
+                }
+            }
+        })
+        .await;
+    }
+    let (whole, next) = feeder.finish(tcp);
+    Ok((sent? && whole, next))
 }
 
 /// Reads what the client has sent, appending it to `buf`; the bytes read
