@@ -112,8 +112,9 @@ pub fn own_request_head(data: &[u8]) {
                     req.headers().clone(),
                 ));
                 inspect(&mut req);
-                // The connection closes after this one's answer.
-                if !ready.keep_alive {
+                // The connection closes after this one's answer; or what
+                // follows is the rest of its body, streamed.
+                if !ready.keep_alive || ready.feeder.is_some() {
                     break;
                 }
             }
