@@ -6,11 +6,9 @@
 
 use std::mem::MaybeUninit;
 
+use super::body::{self, Feeder, RequestBody};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
-use http_body_util::Full;
-
-use super::body::{self, Feeder, RequestBody};
 
 /// The most field lines a request head may have (hyper's default too: a
 /// head with more goes to hyper, which answers 431).
@@ -158,7 +156,7 @@ fn parse_frozen(bytes: &Bytes, max_head: usize) -> Parsed {
         _ => connection.keep_alive && !connection.close,
     };
     let (body, feeder, used) = if read >= body_len {
-        let body = Full::new(bytes.slice(len..len + body_len));
+        let body = bytes.slice(len..len + body_len);
         (RequestBody::Whole(body), None, len + body_len)
     } else {
         let (body, feeder) = body::streamed(bytes.slice(len..), body_len as u64);
