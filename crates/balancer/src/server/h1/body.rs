@@ -249,7 +249,7 @@ impl Feeder {
                 let mut piece = BytesMut::with_capacity(self.want());
                 match tcp.try_read_buf(&mut piece) {
                     Ok(0) => break Err(BodyError::Closed),
-                    Ok(_) => break Ok(piece.freeze()),
+                    Ok(_) => break Ok(fitted(piece)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => break Err(BodyError::Io(e)),
                 }
@@ -313,6 +313,17 @@ impl Feeder {
     }
 }
 
+/// A piece as it is handed on: a short read (a slow client's) is copied
+/// out of the buffer read into, so that what waits for the replica holds
+/// about the bytes read, not a [`PIECE`]-sized buffer each.
+fn fitted(read: BytesMut) -> Bytes {
+    if read.len() < read.capacity() / 4 {
+        Bytes::copy_from_slice(&read)
+    } else {
+        read.freeze()
+    }
+}
+
 impl Drop for Feeder {
     fn drop(&mut self) {
         let mut shared = lock(&self.shared);
@@ -354,6 +365,20 @@ mod tests {
             std::mem::size_of::<RequestBody>()
                 <= std::mem::size_of::<http_body_util::Full<Bytes>>()
         );
+    }
+
+    #[test]
+    fn a_short_read_does_not_hold_a_whole_piece_buffer() {
+        let held = |filled: usize| {
+            let mut read = BytesMut::with_capacity(PIECE);
+            read.resize(filled, b'x');
+            let piece = fitted(read);
+            assert_eq!(piece.len(), filled);
+            piece.try_into_mut().expect("unshared").capacity()
+        };
+        assert!(held(100) < 1024, "{}", held(100));
+        // A long read is handed on as it is, uncopied.
+        assert!(held(PIECE / 2) >= PIECE);
     }
 
     #[tokio::test]
