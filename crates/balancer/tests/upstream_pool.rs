@@ -106,48 +106,59 @@ async fn a_large_upload_streams_through_a_pooled_connection() {
     lb.stop().await;
 }
 
-#[tokio::test]
-async fn an_answer_before_the_upload_ends_does_not_stall_the_upload() {
-    // As nginx's `return 200` does: the replica answers at the head and
-    // reads (and drops) the body afterwards. The connection must still
-    // carry the rest of the client's upload, or the client's connection
-    // stalls behind its unread body.
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+/// A replica of the test's own on a loopback port, serving each connection
+/// with `serve`; its URL.
+async fn replica_serving<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio::io::BufReader<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut socket = BufReader::new(socket);
-                loop {
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let line = line.trim_end().to_ascii_lowercase();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = line.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if socket.get_mut().write_all(ok).await.is_err() {
-                        return;
-                    }
-                    let mut rest = vec![0; length];
-                    if socket.read_exact(&mut rest).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            tokio::spawn(serve(tokio::io::BufReader::new(socket)));
         }
     });
+    url
+}
+
+#[tokio::test]
+async fn an_answer_before_the_upload_ends_does_not_stall_the_upload() {
+    // As nginx's `return 200` does: the replica answers at the head and
+    // reads (and drops) the body afterwards. The connection must still
+    // carry the rest of the client's upload, or the client's connection
+    // stalls behind its unread body.
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let url = replica_serving(|mut socket| async move {
+        loop {
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = line.trim_end().to_ascii_lowercase();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if socket.get_mut().write_all(ok).await.is_err() {
+                return;
+            }
+            let mut rest = vec![0; length];
+            if socket.read_exact(&mut rest).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
     let lb = common::start_static(vec![url], "round-robin", |_| {}).await;
     let mut client = tokio::net::TcpStream::connect(lb.addr())
         .await
@@ -185,44 +196,36 @@ async fn a_replica_may_answer_as_it_reads_the_upload() {
     // the next piece only once it has seen the last one come back. A
     // balancer that read the body only while waiting for the response
     // head, or sent the response only once the body was read, stalls here.
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     const PIECE: usize = 40_000;
     const PIECES: usize = 4;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut socket = BufReader::new(socket);
-                loop {
-                    let mut line = String::new();
-                    if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
-                if socket.get_mut().write_all(head).await.is_err() {
-                    return;
-                }
-                let mut piece = vec![0; PIECE];
-                for _ in 0..PIECES {
-                    if socket.read_exact(&mut piece).await.is_err() {
-                        return;
-                    }
-                    let chunk = [format!("{PIECE:x}\r\n").as_bytes(), &piece, b"\r\n"].concat();
-                    if socket.get_mut().write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = socket.get_mut().write_all(b"0\r\n\r\n").await;
-            });
+    let url = replica_serving(|mut socket| async move {
+        loop {
+            let mut line = String::new();
+            if socket.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if line.trim_end().is_empty() {
+                break;
+            }
         }
-    });
+        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        if socket.get_mut().write_all(head).await.is_err() {
+            return;
+        }
+        let mut piece = vec![0; PIECE];
+        for _ in 0..PIECES {
+            if socket.read_exact(&mut piece).await.is_err() {
+                return;
+            }
+            let chunk = [format!("{PIECE:x}\r\n").as_bytes(), &piece, b"\r\n"].concat();
+            if socket.get_mut().write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.get_mut().write_all(b"0\r\n\r\n").await;
+    })
+    .await;
     let lb = common::start_static(vec![url], "round-robin", |_| {}).await;
     let mut client = tokio::net::TcpStream::connect(lb.addr())
         .await
