@@ -1,4 +1,5 @@
-//! The streamed body against a real loopback connection.
+//! The request body's tests: a whole one, and a streamed one against a real
+//! loopback connection.
 
 use std::time::Duration;
 
