@@ -238,6 +238,11 @@ impl<T: AsyncWrite + Unpin> ClientIo<T> {
 }
 
 impl ClientIo<TcpStream> {
+    /// The client-side timeouts it was made with.
+    pub(crate) fn timeouts(&self) -> ClientTimeouts {
+        self.timeouts
+    }
+
     /// The connection taken apart for a request whose body is still
     /// arriving while its response may already be going out (a replica
     /// may answer, even stream its answer, before it has read the whole
@@ -245,10 +250,6 @@ impl ClientIo<TcpStream> {
     /// and not yet given out (read before the socket), and the write side,
     /// still under the send timeout. The read deadlines do not apply while
     /// a request is in flight, so reading around them changes nothing.
-    pub(crate) fn timeouts(&self) -> ClientTimeouts {
-        self.timeouts
-    }
-
     pub(crate) fn split_for_body(&mut self) -> (&TcpStream, Bytes, SendHalf<'_>) {
         let replay = std::mem::take(&mut self.replay);
         let send = SendHalf {

@@ -3,9 +3,10 @@
 //! body is read ahead of the socket. While more of a `Content-Length` body
 //! is still to come, writes carry `MSG_MORE`, as HAProxy's do while a
 //! message is unfinished: the kernel then sends whole segments rather than
-//! one per write (an upload is read from the client 16 KiB at a time), each
-//! segment being a wake-up of the replica, and holds a partial one until
-//! the next write or its cork limit (200 ms on Linux).
+//! one per write (an upload arrives in pieces of whatever one read of the
+//! client's socket gave), each segment being a wake-up of the replica, and
+//! holds a partial one until the next write or its cork limit (200 ms on
+//! Linux).
 
 use std::{
     io::{self, IoSlice},

@@ -177,8 +177,6 @@ pub struct Feeder {
     ahead: Bytes,
     /// Reading has ended: the body is whole, or failed, or dropped.
     done: bool,
-    /// Reading failed (the client closed, or the socket failed).
-    broken: bool,
 }
 
 /// Tells from elsewhere whether a streamed body will be read to its end.
@@ -213,7 +211,6 @@ pub fn streamed(first: Bytes, len: u64) -> (RequestBody, Feeder) {
         left,
         ahead: Bytes::new(),
         done: left == 0,
-        broken: false,
     };
     (RequestBody::Streamed(Box::new(body)), feeder)
 }
@@ -270,7 +267,6 @@ impl Feeder {
             }
             Err(e) => {
                 self.done = true;
-                self.broken = true;
                 shared.broken = true;
                 shared.failed = Some(e);
                 wake(&mut shared.body);
@@ -295,7 +291,8 @@ impl Feeder {
     /// next request; if not it must close. Returns what was read past the
     /// body, which is the next request's.
     pub fn finish(mut self, tcp: &TcpStream) -> (bool, Bytes) {
-        if self.left > 0 && !self.broken {
+        let broken = lock(&self.shared).broken;
+        if self.left > 0 && !broken {
             let skip = self.want().min(self.ahead.len());
             self.ahead.advance(skip);
             self.left -= skip as u64;
@@ -308,7 +305,7 @@ impl Feeder {
                 }
             }
         }
-        let whole = self.left == 0 && !self.broken;
+        let whole = self.left == 0 && !broken;
         (whole, std::mem::take(&mut self.ahead))
     }
 }
@@ -327,7 +324,7 @@ fn fitted(read: BytesMut) -> Bytes {
 impl Drop for Feeder {
     fn drop(&mut self) {
         let mut shared = lock(&self.shared);
-        if self.left > 0 && !self.broken {
+        if self.left > 0 && !shared.broken {
             // A body still held (by a request that outlived its response)
             // gets an end rather than a wait that never ends.
             shared.failed = Some(BodyError::Abandoned);
