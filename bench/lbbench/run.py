@@ -128,6 +128,9 @@ def parser():
     ap.add_argument("--ab", metavar="DIR",
                     help="instead of the comparison: our balancer from DIR (before) against this build (after), "
                          "--repeat rounds interleaved, written to OUT/ab.json")
+    ap.add_argument("--ab-also", default="", metavar="LIST",
+                    help="with --ab: other targets (e.g. haproxy) measured in the same rounds, as a reference "
+                         "for the drift between rounds")
     g = ap.add_argument_group("suites")
     g.add_argument("--suites", default="all",
                    help=f"comma-separated, or all: {','.join(SUITES)} (e.g. --suites headline for a quick run)")
@@ -207,7 +210,8 @@ def main(argv=None):
                           before_bins=Path(args.ab).resolve() if args.ab else None)
             setup.backends, setup.backend_pids = proxies.start_replicas(bins, 3, load_cpus)
             if args.ab:
-                results = comparison(conns, threads, ["before", "ours"], args, setup)
+                also = [t for t in args.ab_also.split(",") if t]
+                results = comparison(conns, threads, ["before", "ours", *also], args, setup)
             else:
                 t0 = time.time()
                 if "headline" in chosen:

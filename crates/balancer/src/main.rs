@@ -24,8 +24,10 @@ fn main() -> std::process::ExitCode {
     // One worker thread means one event loop, as `nbthread 1` in HAProxy:
     // the current-thread scheduler runs every task on this thread with no
     // cross-thread queue or wake-up, which the multi-thread one still pays.
-    // With more, each worker thread runs a loop of its own (`workers`) and
-    // this one keeps the control path: supervisor, health checks, accept.
+    // With more, tokio's multi-thread runtime serves everything (the
+    // default), or with `--scheduler per-thread` each worker thread runs a
+    // loop of its own (`workers`) and this one keeps the control path:
+    // supervisor, health checks, accept.
     let threads = match (&cli.command, cli.config.threads) {
         (Some(_), _) => None,
         (None, Some(t)) => Some(usize::from(t)),

@@ -1,11 +1,16 @@
-//! Worker threads. With `--threads N` above 1 the data path runs on N
-//! threads, each with a runtime of its own (tokio's current-thread
-//! scheduler), and each accepted connection is handed to the least loaded
-//! of them and stays there, as HAProxy's threads do: a connection's
-//! requests, its upstream connections and their tasks then all run on one
-//! thread, with no work stealing and no cross-thread wake-ups on the hot
-//! path. What is per thread elsewhere (the idle upstream connections of
-//! [`crate::conns`]) is found with [`current`].
+//! Worker threads of `--scheduler per-thread`. With `--threads N` above 1
+//! and that scheduler, the data path runs on N threads, each with a runtime
+//! of its own (tokio's current-thread scheduler), and each accepted
+//! connection is handed to the least loaded of them and stays there, as
+//! HAProxy's threads do: a connection's requests, its upstream connections
+//! and their tasks then all run on one thread, with no work stealing and no
+//! cross-thread wake-ups on the hot path. The default, `work-stealing`, is
+//! tokio's multi-thread runtime and needs nothing here: where the workers
+//! share a core with each other or with other work, whichever thread runs
+//! serves every connection, which gave a lower tail than a connection
+//! waiting for its own thread's turn (perf notes, Round 10). What is per
+//! thread elsewhere (the idle upstream connections of [`crate::conns`]) is
+//! found with [`current`].
 
 use std::{
     cell::Cell,
@@ -22,10 +27,11 @@ use tokio::net::TcpStream;
 pub enum Scheduler {
     /// A runtime per thread; each connection stays on the thread it was
     /// given at accept (the least loaded).
-    #[default]
     PerThread,
     /// One runtime whose threads steal each other's tasks (tokio's
-    /// multi-thread scheduler).
+    /// multi-thread scheduler): the default, since a connection never waits
+    /// for one particular thread's turn.
+    #[default]
     WorkStealing,
 }
 

@@ -148,10 +148,16 @@ pub struct Config {
     /// Worker threads of the async runtime (default: one per core).
     #[arg(long, env = "LB_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
-    /// With more than one thread: `per-thread` gives each thread an event
-    /// loop of its own and each connection to the least loaded one (as
-    /// HAProxy's threads); `work-stealing` is tokio's shared scheduler.
-    #[arg(long, env = "LB_SCHEDULER", value_enum, default_value = "per-thread")]
+    /// With more than one thread: `work-stealing` is tokio's shared
+    /// scheduler, where any thread serves any connection; `per-thread` gives
+    /// each thread an event loop of its own and each connection to the
+    /// least loaded one (as HAProxy's threads).
+    #[arg(
+        long,
+        env = "LB_SCHEDULER",
+        value_enum,
+        default_value = "work-stealing"
+    )]
     pub scheduler: crate::workers::Scheduler,
 
     /// Log filter (tracing's EnvFilter syntax, e.g. info, balancer=debug).
