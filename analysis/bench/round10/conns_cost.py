@@ -1,0 +1,73 @@
+"""Round 10 (perf notes): why our CPU per request nearly doubles from 50 to
+500 connections with 1 thread (17.8 -> 32.0 us in the 14:28 full run)
+where HAProxy's rises less (22.7 -> 30.3). For each proxy and connection
+count, in the bench's layout (proxy on CPU 0, wrk and the replicas on
+CPU 1), over a 3 s wrk run: requests/s, the proxy's user and system CPU
+per request, its system calls per request by kind and its
+context switches and wake-ups (`perf stat` counting tracepoints over 2 s
+of the 3 s run).
+
+Usage: python3 conns_cost.py BIN_DIR "ours;haproxy" [ROUNDS] [CONNS,...]
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "round8"))
+import common  # noqa: E402
+
+
+def ticks(pid):
+    user = system = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        f = (t / "stat").read_text().rsplit(")", 1)[1].split()
+        user, system = user + int(f[11]), system + int(f[12])
+    return user, system
+
+
+EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_writev",
+          "syscalls:sys_enter_sendto", "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_ctl",
+          "sched:sched_switch", "sched:sched_wakeup"]
+
+
+def counted(pid, seconds):
+    """{event: count} of `perf stat` on the proxy's tracepoints for `seconds`
+    (counting, not tracing: no slowdown worth the name)."""
+    p = subprocess.run(["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", str(pid), "--", "sleep", str(seconds)],
+                       capture_output=True, text=True)
+    counts = {}
+    for line in p.stderr.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[0].isdigit():
+            counts[f[2].split(":")[-1].replace("sys_enter_", "").replace("sys_enter", "syscalls")] = int(f[0])
+    return counts
+
+
+def main():
+    bins, variants, rounds = common.args(3)
+    levels = [int(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "50,500").split(",")]
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    for conns in levels:
+        os.environ["CONNS"], os.environ["THREADS"] = str(conns), "1"
+        for v, _kind, proc, url, _ in common.each_proxy(bins, variants, rounds, "conns_cost"):
+            before = ticks(proc.pid)
+            p = common.wrk_percentiles(url)
+            time.sleep(0.5)
+            calls = counted(proc.pid, 2)
+            out = p.communicate()[0]
+            after = ticks(proc.pid)
+            line = next(x for x in out.splitlines() if x.startswith("PCT"))
+            n = int(re.search(r"n=(\d+)", line).group(1))
+            p99 = re.search(r"p99=([\d.]+)", line).group(1)
+            user, system = ((after[i] - before[i]) * tick_us / n for i in (0, 1))
+            # the counted 2 s hold about 2/3 of the run's requests
+            per = " ".join(f"{k} {c / (n * 2 / 3):.2f}" for k, c in calls.items() if c)
+            print(f"{conns:4d} {v:10s} {n / 3:8.0f} req/s p99 {p99} ms  user {user:5.2f} us/req "
+                  f"system {system:5.2f} us/req  | per request: {per}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
