@@ -295,3 +295,36 @@ class Update(unittest.TestCase):
         self.assertEqual(m["suites"]["tls"]["runs"], ["new"])
         self.assertEqual(m["suites"]["tls"]["setup"]["date_utc"], "new")
         self.assertEqual(m["setup"]["elapsed_s"], {"headline": 5, "memory": 7, "tls": 9})
+
+
+class MedianLatency(unittest.TestCase):
+    """A row's latency figures are each the median over its rounds, not
+    the figures of the round picked by requests/s."""
+
+    @staticmethod
+    def row(picked, p99s):
+        repeats = [{"rps": 100 + i, "latency_ms": {"p50": 1.0 + i, "p99": p, "max": 10.0 + i}}
+                   for i, p in enumerate(p99s)]
+        return dict(repeats[picked], repeats=repeats)
+
+    def test_p99_is_the_median_over_rounds(self):
+        from lbbench.measure import median_latency, median_of
+        r = median_of([dict(x) for x in self.row(0, [2.45, 4.48, 3.29, 2.45, 3.62])["repeats"]])
+        self.assertEqual(r["rps"], 102)
+        self.assertEqual(r["latency_ms"]["p99"], 3.29)
+        self.assertEqual(r["latency_ms"]["p50"], 3.0)
+        # max stays the picked round's; that round's own figures are kept
+        self.assertEqual(r["latency_ms"]["max"], 12.0)
+        self.assertEqual(r["latency_ms_round"]["p99"], 3.29)
+        picked = self.row(4, [2.45, 4.48, 3.29, 2.45, 3.62])
+        median_latency(picked)
+        self.assertEqual(picked["latency_ms"]["p99"], 3.29)
+        self.assertEqual(picked["latency_ms_round"]["p99"], 3.62)
+        # idempotent: applying it again (bench/report on stored results) changes nothing
+        again = json.loads(json.dumps(picked))
+        self.assertEqual(median_latency(again), picked)
+
+    def test_one_round_is_left_as_it_is(self):
+        from lbbench.measure import median_latency
+        r = self.row(0, [5.0])
+        self.assertEqual(median_latency(dict(r)), r)

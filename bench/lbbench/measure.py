@@ -121,11 +121,31 @@ def strip(r, drop=("raw", "repeats")):
 
 
 def median_of(runs, key=lambda r: r["rps"]):
-    """The run with the median `key` (the upper one of an even count), and
-    every run without wrk's raw text as `repeats`."""
+    """The run with the median `key` (the upper one of an even count), every
+    run without wrk's raw text as `repeats`, and its latency percentiles
+    each the median over the rounds (`median_latency`)."""
     best = dict(sorted(runs, key=key)[len(runs) // 2])
     best["repeats"] = [strip(r) for r in runs]
-    return best
+    return median_latency(best)
+
+
+def median_latency(r):
+    """Sets each latency percentile of a row (p50, p99, avg...; not max) to
+    its median over the row's rounds, keeping the median-`key` round's own
+    as `latency_ms_round`. A round's p99 is as noisy as the round: taken
+    from the round of median requests/s it was one draw, not a median.
+    Idempotent, so that `bench/report` applies it to older results too."""
+    rounds = [x.get("latency_ms") or {} for x in r.get("repeats", [])]
+    if len(rounds) < 2 or not r.get("latency_ms"):
+        return r
+    own = r.get("latency_ms_round", r["latency_ms"])
+    merged = dict(own)
+    for k in own:
+        xs = sorted(x[k] for x in rounds if x.get(k) is not None)
+        if k != "max" and len(xs) == len(rounds):
+            merged[k] = xs[len(xs) // 2]
+    r["latency_ms_round"], r["latency_ms"] = own, merged
+    return r
 
 
 def describe_http(r):

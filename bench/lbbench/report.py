@@ -17,13 +17,29 @@ from pathlib import Path
 
 from . import ANALYSIS, ROOT
 from .chart import LABEL, Panel, bar_chart
+from .measure import median_latency
 from .report_suites import dimensions_svg, suites_markdown
 
 ORDER = ["direct", "ours", "haproxy", "haproxy-xff", "nginx"]
 
 
 def load(path):
-    return json.loads(Path(path).read_text())
+    """results.json (or ab.json), each row's latency the median over its
+    rounds (results before 2026-11-27 15:30 UTC stored the round's own)."""
+    doc = json.loads(Path(path).read_text())
+
+    def walk(x):
+        if isinstance(x, dict):
+            if "repeats" in x and "latency_ms" in x:
+                median_latency(x)
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(doc)
+    return doc
 
 
 def groups(doc):
@@ -159,7 +175,8 @@ def markdown(doc, ab):
         "",
         f"Load: {s['replicas']} replicas, `GET {s['path']}`, `{s['client']}` after a {s['warmup_s']} s warm-up; " +
         (f"targets alternate over {s.get('repeat', 1)} rounds (each run: a fresh start, the warm-up, one measured "
-         f"run); each row is the median round by req/s, its spread (min–max over the rounds) beside it, every round "
+         f"run); each row is the median round by req/s, with its latency figures each the median over the "
+         f"rounds (not that round's own), the spread (min–max over the rounds) beside them, every round "
          f"kept in results.json. " if s.get("rounds") == "alternating" else
          f"each row is the median (by req/s) of {s.get('repeat', 1)} runs, all kept in results.json. ") +
         f"wrk and the replicas run on CPU {s['load_cpus']}; the proxy on {proxy_cpus}. "

@@ -13,19 +13,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "round8"))
 import common  # noqa: E402
-
-
-def ticks(pid):
-    user = system = 0
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        f = (t / "stat").read_text().rsplit(")", 1)[1].split()
-        user, system = user + int(f[11]), system + int(f[12])
-    return user, system
 
 
 EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_writev",
@@ -49,20 +40,11 @@ def counted(pid, seconds):
 def main():
     bins, variants, rounds = common.args(3)
     levels = [int(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "50,500").split(",")]
-    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     for conns in levels:
         os.environ["CONNS"], os.environ["THREADS"] = str(conns), "1"
         for v, _kind, proc, url, _ in common.each_proxy(bins, variants, rounds, "conns_cost"):
-            before = ticks(proc.pid)
-            p = common.wrk_percentiles(url)
-            time.sleep(0.5)
-            calls = counted(proc.pid, 2)
-            out = p.communicate()[0]
-            after = ticks(proc.pid)
-            line = next(x for x in out.splitlines() if x.startswith("PCT"))
-            n = int(re.search(r"n=(\d+)", line).group(1))
+            line, n, user, system, calls = common.measured(proc.pid, url, 0.5, lambda pid: counted(pid, 2))
             p99 = re.search(r"p99=([\d.]+)", line).group(1)
-            user, system = ((after[i] - before[i]) * tick_us / n for i in (0, 1))
             # the counted 2 s hold about 2/3 of the run's requests
             per = " ".join(f"{k} {c / (n * 2 / 3):.2f}" for k, c in calls.items() if c)
             print(f"{conns:4d} {v:10s} {n / 3:8.0f} req/s p99 {p99} ms  user {user:5.2f} us/req "

@@ -2,9 +2,12 @@
 proxy per variant and round in front of three replicas, the bench's
 layout (the proxy on CPU 0, or CPUs 0-1 with 2 threads; wrk and the
 replicas on CPU 1). CONNS (50) and THREADS (2) come from the environment."""
+import glob
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,3 +60,29 @@ def wrk_percentiles(url, seconds=3):
     conns, _ = load()
     return subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s",
                              str(PERCENTILES), url], stdout=subprocess.PIPE, text=True)
+
+
+def cpu_ticks(pid):
+    """(user, system) clock ticks over the process's threads."""
+    user = system = 0
+    for t in glob.glob(f"/proc/{pid}/task/*"):
+        f = open(t + "/stat").read().rsplit(")", 1)[1].split()
+        user, system = user + int(f[11]), system + int(f[12])
+    return user, system
+
+
+def measured(pid, url, settle, during):
+    """A 3 s `wrk_percentiles` run with `during(pid)` called `settle` s in:
+    (wrk's PCT line, requests, proxy user us/request, system us/request,
+    what `during` returned)."""
+    before = cpu_ticks(pid)
+    p = wrk_percentiles(url)
+    time.sleep(settle)
+    seen = during(pid)
+    out = p.communicate()[0]
+    after = cpu_ticks(pid)
+    line = next(x for x in out.splitlines() if x.startswith("PCT"))
+    n = int(re.search(r"n=(\d+)", line).group(1))
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    user, system = ((after[i] - before[i]) * tick_us / n for i in (0, 1))
+    return line, n, user, system, seen

@@ -4,7 +4,11 @@ it (`suites.memory_run`: a fresh start, wrk at N connections for 3 s,
 peak RSS sampled every 0.1 s, KiB per connection against the same
 start at rest).
 
-Usage: python3 memory_ab.py BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS] [LEVELS]
+With WHAT = kept (Round 10), kept-alive connections instead: each served
+one GET and then held idle for 3 s (and idle ones, which the same run
+measures first).
+
+Usage: python3 memory_ab.py BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS] [LEVELS] [active|kept]
 """
 import sys
 import tempfile
@@ -21,6 +25,7 @@ def main():
     before, after = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     levels = [int(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "500,10000").split(",")]
+    what = sys.argv[5] if len(sys.argv) > 5 else "active"
     procs.raise_nofile()
     with tempfile.TemporaryDirectory(prefix="mem-ab-") as tmp:
         setup = Setup(after, Path(tmp), "1", {1: "0"})
@@ -30,11 +35,12 @@ def main():
                 for t, bins in ((Target("ours", label="before"), before), (Target("ours", label="after"), after),
                                 (Target("haproxy"), after)):
                     setup.bins = bins
-                    r = memory_run(t, setup, [], levels, 3)
-                    per = ", ".join(f"{n}: {r['active'][str(n)]['kib_per_connection']:.2f} KiB "
-                                    f"({r['active'][str(n)]['rss_kib'] / 1024:.1f} MiB, "
-                                    f"{r['active'][str(n)]['rps']:.0f} req/s)" for n in levels)
-                    print(f"round {i + 1} {t.name:8} at rest {r['baseline_kib'] / 1024:.1f} MiB; active {per}",
+                    r = memory_run(t, setup, levels if what == "kept" else [], [] if what == "kept" else levels, 3)
+                    per = ", ".join(f"{n}: {r[what][str(n)]['kib_per_connection']:.2f} KiB "
+                                    f"({r[what][str(n)]['rss_kib'] / 1024:.1f} MiB"
+                                    + (f", {r[what][str(n)]['rps']:.0f} req/s)" if what == "active" else ")")
+                                    for n in levels)
+                    print(f"round {i + 1} {t.name:8} at rest {r['baseline_kib'] / 1024:.1f} MiB; {what} {per}",
                           flush=True)
         finally:
             procs.cleanup()

@@ -185,18 +185,12 @@ impl Proxy {
     /// Forwards one client request and answers it; never fails, never hangs:
     /// every outcome is a response. `request` is the request's place on
     /// its client connection; the response body holds it until it is sent.
-    ///
-    /// What can be done before the first await is done here, and the
-    /// future holds what it leaves (the head's parts, not the request): an
-    /// `async fn` keeps its arguments twice, as they came and as moved into
-    /// its body, and this future is in every request's boxed state.
-    #[inline(always)]
-    pub fn forward<B>(
+    pub async fn forward<B>(
         &self,
         client: ClientInfo,
         mut req: Request<B>,
         request: Option<RequestGuard>,
-    ) -> impl Future<Output = Response<Body>> + Send
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<axum::BoxError>,
@@ -217,42 +211,37 @@ impl Proxy {
             grpc: grpc::is_grpc(&parts.headers),
             deadline: grpc::timeout(&parts.headers).map(|t| started + t),
         };
-        async move {
-            let response = match Payload::read(body, self.config.upload).await {
-                Err(fault) => self.client_fault(fault, call),
-                Ok((payload, upload)) => {
-                    headers::prepare_headers(&mut parts.headers, client.addr, client.proto);
-                    match upgrade {
-                        Some((handover, protocol)) => {
-                            let to = tunnel::Upgrade {
-                                client: handover,
-                                protocol,
-                                request,
-                            };
-                            // Boxed: upgrades are rare, and their future (a
-                            // connect and a handshake of its own) would
-                            // otherwise size, and be moved with, every
-                            // request's.
-                            Box::pin(self.tunnel(parts, payload, key, to)).await
-                        }
-                        None => {
-                            self.send(parts, payload, upload, key, started, call, request)
-                                .await
-                        }
+        let response = match Payload::read(body, self.config.upload).await {
+            Err(fault) => self.client_fault(fault, call),
+            Ok((payload, upload)) => {
+                headers::prepare_headers(&mut parts.headers, client.addr, client.proto);
+                match upgrade {
+                    Some((handover, protocol)) => {
+                        let to = tunnel::Upgrade {
+                            client: handover,
+                            protocol,
+                            request,
+                        };
+                        // Boxed: upgrades are rare, and their future (a
+                        // connect and a handshake of its own) would
+                        // otherwise size, and be moved with, every request's.
+                        Box::pin(self.tunnel(parts, payload, key, to)).await
+                    }
+                    None => {
+                        self.send(parts, payload, upload, key, started, call, request)
+                            .await
                     }
                 }
-            };
-            self.metrics.response(response.status());
-            self.depart(arrival, response)
-        }
+            }
+        };
+        self.metrics.response(response.status());
+        self.depart(arrival, response)
     }
 
     /// Tries replicas in the policy's order until one answers, or there is
-    /// no one left to try, or the request may not be sent again. A plain
-    /// function returning its future, for the reason [`Self::forward`] is.
+    /// no one left to try, or the request may not be sent again.
     #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn send(
+    async fn send(
         &self,
         mut parts: Parts,
         mut payload: Payload,
@@ -261,149 +250,142 @@ impl Proxy {
         started: Instant,
         call: Call,
         request: Option<RequestGuard>,
-    ) -> impl Future<Output = Response<Body>> + Send {
+    ) -> Response<Body> {
         let path_and_query = parts.uri.path_and_query().cloned();
         let idempotent = is_idempotent(&parts.method);
-        async move {
-            // An owned Arc, not a borrowed guard: it is held across awaits.
-            let snapshot = self.pool.load_full();
-            let mut tried = Tried::new(self.config.retries + 1);
-            let mut last_error = UpstreamError::NoReplica;
-            // A stale pooled connection: the same replica, once, on a fresh one.
-            let mut again = None;
-            let mut stale_retried = false;
-            let mut attempt = 0;
-            // Requests actually sent to a replica (a stale retry is one more).
-            let mut sent = 0;
-            while attempt <= self.config.retries {
-                // After a stale pooled connection the same replica is tried
-                // on a new connection: the rest of its idle list may have been
-                // closed by the same restart and not be seen as closed yet.
-                let fresh = again.is_some();
-                let index = match again.take() {
+        // An owned Arc, not a borrowed guard: it is held across awaits.
+        let snapshot = self.pool.load_full();
+        let mut tried = Tried::new(self.config.retries + 1);
+        let mut last_error = UpstreamError::NoReplica;
+        // A stale pooled connection: the same replica, once, on a fresh one.
+        let mut again = None;
+        let mut stale_retried = false;
+        let mut attempt = 0;
+        // Requests actually sent to a replica (a stale retry is one more).
+        let mut sent = 0;
+        while attempt <= self.config.retries {
+            // After a stale pooled connection the same replica is tried
+            // on a new connection: the rest of its idle list may have been
+            // closed by the same restart and not be seen as closed yet.
+            let fresh = again.is_some();
+            let index = match again.take() {
+                Some(index) => index,
+                None => match self.pick(&snapshot, key, &mut tried) {
                     Some(index) => index,
-                    None => match self.pick(&snapshot, key, &mut tried) {
-                        Some(index) => index,
-                        None => break,
-                    },
-                };
-                let replica = &snapshot.replicas[index];
-                let Some(in_flight) = replica.admit(self.config.queue_timeout).await else {
-                    Metrics::inc(&self.metrics.queue_timeouts);
-                    last_error = UpstreamError::Busy;
-                    attempt += 1;
-                    continue;
-                };
-                let Some(body) = payload.take() else { break };
-                let upstream = match replica.protocol {
-                    // Encoded from the borrowed head: another attempt can
-                    // follow with no copy of the headers.
-                    Protocol::Http1 => {
-                        let target = path_and_query
-                            .as_ref()
-                            .map_or("/", http::uri::PathAndQuery::as_str);
-                        match Outgoing::encode(
-                            &parts.method,
-                            target,
-                            &parts.headers,
-                            Some(replica.authority.as_str()),
-                            body,
-                        ) {
-                            Ok(out) => Upstream::H1 { out, fresh },
-                            // The client's head, not the replica's fault.
-                            Err(e) => {
-                                drop(in_flight);
-                                return self.served(
-                                    failure(StatusCode::BAD_REQUEST, e),
-                                    None,
-                                    sent,
-                                );
-                            }
+                    None => break,
+                },
+            };
+            let replica = &snapshot.replicas[index];
+            let Some(in_flight) = replica.admit(self.config.queue_timeout).await else {
+                Metrics::inc(&self.metrics.queue_timeouts);
+                last_error = UpstreamError::Busy;
+                attempt += 1;
+                continue;
+            };
+            let Some(body) = payload.take() else { break };
+            let upstream = match replica.protocol {
+                // Encoded from the borrowed head: another attempt can
+                // follow with no copy of the headers.
+                Protocol::Http1 => {
+                    let target = path_and_query
+                        .as_ref()
+                        .map_or("/", http::uri::PathAndQuery::as_str);
+                    match Outgoing::encode(
+                        &parts.method,
+                        target,
+                        &parts.headers,
+                        Some(replica.authority.as_str()),
+                        body,
+                    ) {
+                        Ok(out) => Upstream::H1 { out, fresh },
+                        // The client's head, not the replica's fault.
+                        Err(e) => {
+                            drop(in_flight);
+                            return self.served(failure(StatusCode::BAD_REQUEST, e), None, sent);
                         }
                     }
-                    Protocol::H2c => {
-                        // The headers move into an attempt that cannot be
-                        // followed by another; only one that may be sent
-                        // again sends a copy.
-                        let may_resend = payload.replayable()
-                            && (attempt < self.config.retries || (idempotent && !stale_retried));
-                        let headers = if may_resend {
-                            parts.headers.clone()
-                        } else {
-                            std::mem::take(&mut parts.headers)
-                        };
-                        let mut upstream = Request::new(body);
-                        *upstream.method_mut() = parts.method.clone();
-                        *upstream.headers_mut() = headers;
-                        *upstream.uri_mut() =
-                            upstream_uri(&replica.authority, path_and_query.as_ref());
-                        *upstream.version_mut() = Version::HTTP_2;
-                        Upstream::H2c(upstream)
-                    }
-                };
-                // Counted once the request is ready to go: one refused above
-                // (a Content-Length that does not parse) reached no replica.
-                sent += 1;
-                if attempt > 0 || stale_retried {
-                    Metrics::inc(&self.metrics.retries);
                 }
-                let response_timeout = call.response_timeout(self.config.response_timeout);
+                Protocol::H2c => {
+                    // The headers move into an attempt that cannot be
+                    // followed by another; only one that may be sent
+                    // again sends a copy.
+                    let may_resend = payload.replayable()
+                        && (attempt < self.config.retries || (idempotent && !stale_retried));
+                    let headers = if may_resend {
+                        parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut parts.headers)
+                    };
+                    let mut upstream = Request::new(body);
+                    *upstream.method_mut() = parts.method.clone();
+                    *upstream.headers_mut() = headers;
+                    *upstream.uri_mut() = upstream_uri(&replica.authority, path_and_query.as_ref());
+                    *upstream.version_mut() = Version::HTTP_2;
+                    Upstream::H2c(upstream)
+                }
+            };
+            // Counted once the request is ready to go: one refused above
+            // (a Content-Length that does not parse) reached no replica.
+            sent += 1;
+            if attempt > 0 || stale_retried {
+                Metrics::inc(&self.metrics.retries);
+            }
+            let response_timeout = call.response_timeout(self.config.response_timeout);
 
-                match self
-                    .attempt(in_flight, upstream, &upload, response_timeout)
-                    .await
-                {
-                    Outcome::Answered(resp, in_flight) => {
-                        let latency = started.elapsed();
-                        self.metrics.upstream_latency(latency);
-                        in_flight.replica().latency.observe(latency);
-                        let name = self
-                            .access_log
-                            .as_ref()
-                            .map(|_| in_flight.replica().name.clone());
-                        let response = self.relay(resp, in_flight, &parts.uri, call, request);
-                        return self.served(response, name, sent);
+            match self
+                .attempt(in_flight, upstream, &upload, response_timeout)
+                .await
+            {
+                Outcome::Answered(resp, in_flight) => {
+                    let latency = started.elapsed();
+                    self.metrics.upstream_latency(latency);
+                    in_flight.replica().latency.observe(latency);
+                    let name = self
+                        .access_log
+                        .as_ref()
+                        .map(|_| in_flight.replica().name.clone());
+                    let response = self.relay(resp, in_flight, &parts.uri, call, request);
+                    return self.served(response, name, sent);
+                }
+                Outcome::ClientFault(fault) => return self.client_fault(fault, call),
+                Outcome::Stale => {
+                    last_error = UpstreamError::Failed;
+                    if idempotent && payload.replayable() && !stale_retried {
+                        stale_retried = true;
+                        again = Some(index);
+                        continue;
                     }
-                    Outcome::ClientFault(fault) => return self.client_fault(fault, call),
-                    Outcome::Stale => {
-                        last_error = UpstreamError::Failed;
-                        if idempotent && payload.replayable() && !stale_retried {
-                            stale_retried = true;
-                            again = Some(index);
-                            continue;
-                        }
+                    break;
+                }
+                Outcome::Failed { connect } => {
+                    last_error = if connect {
+                        UpstreamError::Connect
+                    } else {
+                        UpstreamError::Failed
+                    };
+                    // Nothing was sent, or sending again cannot do harm.
+                    let may_retry = payload.replayable() && (connect || idempotent);
+                    if !may_retry {
                         break;
                     }
-                    Outcome::Failed { connect } => {
-                        last_error = if connect {
-                            UpstreamError::Connect
-                        } else {
-                            UpstreamError::Failed
-                        };
-                        // Nothing was sent, or sending again cannot do harm.
-                        let may_retry = payload.replayable() && (connect || idempotent);
-                        if !may_retry {
-                            break;
-                        }
-                    }
-                    Outcome::TimedOut => {
-                        last_error = UpstreamError::Timeout(response_timeout);
-                        // A replica that stopped answering (a frozen process)
-                        // holds every request sent to it until its health
-                        // checks catch up: a safe request goes elsewhere, as
-                        // after a reset; an unsafe one may have been acted on.
-                        if !(idempotent && payload.replayable()) {
-                            break;
-                        }
+                }
+                Outcome::TimedOut => {
+                    last_error = UpstreamError::Timeout(response_timeout);
+                    // A replica that stopped answering (a frozen process)
+                    // holds every request sent to it until its health
+                    // checks catch up: a safe request goes elsewhere, as
+                    // after a reset; an unsafe one may have been acted on.
+                    if !(idempotent && payload.replayable()) {
+                        break;
                     }
                 }
-                attempt += 1;
             }
-            if last_error == UpstreamError::NoReplica {
-                Metrics::inc(&self.metrics.no_replica);
-            }
-            self.served(last_error.response(call.grpc), None, sent)
+            attempt += 1;
         }
+        if last_error == UpstreamError::NoReplica {
+            Metrics::inc(&self.metrics.no_replica);
+        }
+        self.served(last_error.response(call.grpc), None, sent)
     }
 
     /// The next replica for `key` that has not been tried; counted as tried.
