@@ -9,7 +9,8 @@ combination of concurrency (--connections) and proxy worker threads
 (upstream round robin) -- get the same `wrk` load at `/home` in
 alternating rounds (direct, ours, HAProxy, nginx, direct, ours, ...; each
 run a fresh start, a warm-up, one measured run), so drift in the machine's
-speed hits all alike. Each row is the median round; every round is kept,
+speed hits all alike. Each row is the round of median requests/s, its
+latency figures each the median over the rounds; every round is kept,
 and the table shows their spread. Recorded: requests/s, p50/p99/max
 latency, errors, the proxy's CPU seconds and peak RSS, and the CPU the
 rest of the machine used meanwhile.
