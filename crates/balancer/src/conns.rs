@@ -12,10 +12,11 @@
 //!
 //! The idle list is last in, first out: the connection most recently used
 //! is the one least likely to have been closed by the replica's own idle
-//! timeout, and the oldest age out at the list's front. There is one list
-//! per worker thread ([`crate::workers`]): a socket is registered with the
-//! thread's own reactor, and a request taking it there wakes no other
-//! thread. A socket the replica closed, or wrote to unasked, is never
+//! timeout, and the oldest age out at the list's front. With `--scheduler
+//! per-thread` there is one list per worker thread ([`crate::workers`]): a
+//! socket is registered with the thread's own reactor, and a request
+//! taking it there wakes no other thread; under work stealing (one
+//! runtime, one reactor) there is one list. A socket the replica closed, or wrote to unasked, is never
 //! handed out.
 
 use std::{
