@@ -10,7 +10,7 @@ use balancer::{
     Balancer, Config,
     policy::{Pick, Policy},
 };
-use common::{LocalBackend, local_backend, replica_of, start_balancer};
+use common::{LocalBackend, load, local_backend, start_balancer};
 
 const ALL: [&str; 8] = [
     "maglev",
@@ -42,32 +42,6 @@ async fn in_process(
         lb = lb.with_policy(p);
     }
     lb.start().await.expect("balancer starts")
-}
-
-/// `n` GETs of /home with `concurrency` in flight; counts per replica.
-async fn load(url: &str, n: usize, concurrency: usize) -> BTreeMap<String, usize> {
-    let client = common::client();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut counts = BTreeMap::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let (status, body) = common::send(client.get(format!("{url}/home"))).await;
-                assert_eq!(status, 200, "{body}");
-                *counts.entry(replica_of(&body)).or_insert(0) += 1;
-            }
-            counts
-        }));
-    }
-    let mut total = BTreeMap::new();
-    for t in tasks {
-        for (k, v) in t.await.expect("task") {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    total
 }
 
 #[tokio::test]

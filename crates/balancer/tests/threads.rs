@@ -5,33 +5,8 @@
 
 mod common;
 
-use common::{client, replica_of, send, start_balancer};
+use common::{load, start_balancer};
 use serde_json::json;
-
-/// `connections` clients, each with a connection of its own, sending
-/// `per_connection` GETs of /home one after another; every answer's replica.
-async fn load(url: &str, connections: usize, per_connection: usize) -> Vec<String> {
-    let tasks: Vec<_> = (0..connections)
-        .map(|i| {
-            let url = format!("{url}/home?c={i}");
-            tokio::spawn(async move {
-                let http = client();
-                let mut seen = Vec::with_capacity(per_connection);
-                for _ in 0..per_connection {
-                    let (status, body) = send(http.get(&url)).await;
-                    assert_eq!(status, 200, "{body}");
-                    seen.push(replica_of(&body));
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client task"));
-    }
-    all
-}
 
 async fn serves_with(scheduler: &str) {
     let lb = start_balancer(&[
@@ -48,21 +23,22 @@ async fn serves_with(scheduler: &str) {
     let replicas = lb.replicas().await;
     assert_eq!(replicas.len(), 2, "{replicas:?}");
 
-    let seen = load(&lb.url, 16, 25).await;
-    assert_eq!(seen.len(), 16 * 25);
-    for r in &seen {
+    // 16 requests in flight: the client opens as many connections.
+    let seen = load(&lb.url, 400, 16).await;
+    assert_eq!(seen.values().sum::<usize>(), 400);
+    for r in seen.keys() {
         assert!(replicas.contains(r), "{r} answered, replicas {replicas:?}");
     }
     assert!(
-        replicas.iter().all(|r| seen.contains(r)),
+        replicas.iter().all(|r| seen.contains_key(r)),
         "round robin over 400 requests reached every replica: {replicas:?}"
     );
 
     let (status, body) = lb.post("/add", &json!({"n": 1}).to_string()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(lb.replicas().await.len(), 3);
-    let seen = load(&lb.url, 8, 10).await;
-    assert_eq!(seen.len(), 80);
+    let seen = load(&lb.url, 80, 8).await;
+    assert_eq!(seen.values().sum::<usize>(), 80);
     let (status, body) = lb.delete("/rm", &json!({"n": 1}).to_string()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(lb.replicas().await.len(), 2);

@@ -306,3 +306,29 @@ pub fn ensure_tools(tools: &[(&str, &str)]) {
     let status = run(&install).expect("apt-get");
     assert!(status.success(), "could not install {missing:?}");
 }
+
+/// `n` GETs of /home with `concurrency` in flight; counts per replica.
+pub async fn load(url: &str, n: usize, concurrency: usize) -> BTreeMap<String, usize> {
+    let client = client();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut counts = BTreeMap::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let (status, body) = send(client.get(format!("{url}/home"))).await;
+                assert_eq!(status, 200, "{body}");
+                *counts.entry(replica_of(&body)).or_insert(0) += 1;
+            }
+            counts
+        }));
+    }
+    let mut total = BTreeMap::new();
+    for t in tasks {
+        for (k, v) in t.await.expect("task") {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    total
+}
