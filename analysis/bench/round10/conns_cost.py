@@ -41,7 +41,8 @@ def main():
     bins, variants, rounds = common.args(3)
     levels = [int(x) for x in (sys.argv[4] if len(sys.argv) > 4 else "50,500").split(",")]
     for conns in levels:
-        os.environ["CONNS"], os.environ["THREADS"] = str(conns), "1"
+        os.environ["CONNS"] = str(conns)
+        os.environ.setdefault("THREADS", "1")
         for v, _kind, proc, url, _ in common.each_proxy(bins, variants, rounds, "conns_cost"):
             line, n, user, system, calls = common.measured(proc.pid, url, 0.5, lambda pid: counted(pid, 2))
             p99 = re.search(r"p99=([\d.]+)", line).group(1)

@@ -29,7 +29,8 @@ def args(default_rounds):
 
 
 def each_proxy(bins, variants, rounds, name, threads=None, cpus=None):
-    """For each round and variant ("ours", "haproxy", "ours --flag ..."):
+    """For each round and variant ("ours", "haproxy", "ours --flag ...",
+    "ours@BIN_DIR" for another build's balancer):
     the proxy started and warmed up by 1 s of wrk, as (variant, kind,
     process, url, replica ports); stopped when the caller asks for the next.
     `threads` and `cpus` override THREADS and the bench's CPUs for it."""
@@ -42,7 +43,10 @@ def each_proxy(bins, variants, rounds, name, threads=None, cpus=None):
         for _ in range(rounds):
             for v in variants:
                 kind, *extra = v.split()
-                proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends, bins, work,
+                # "ours@DIR" runs the balancer of another build in the same rounds
+                kind, _, other = kind.split("+")[0].partition("@")
+                proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends,
+                                           Path(other) if other else bins, work,
                                            cpus or ("0" if threads == 1 else "0-1"), connections=conns)
                 url = f"http://127.0.0.1:{port}/home"
                 try:
