@@ -21,7 +21,8 @@ import common  # noqa: E402
 
 EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_writev",
           "syscalls:sys_enter_sendto", "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_ctl",
-          "sched:sched_switch", "sched:sched_wakeup"]
+          "sched:sched_switch", "sched:sched_wakeup", "page-faults", "syscalls:sys_enter_madvise",
+          "syscalls:sys_enter_mmap", "syscalls:sys_enter_munmap"]
 
 
 def counted(pid, seconds):
