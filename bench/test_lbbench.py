@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lbbench import cargo, chart, counters, procs, proxies, report_suites, tls, wrk  # noqa: E402
+from lbbench import cargo, chart, counters, procs, proxies, report, report_suites, tls, wrk  # noqa: E402
 
 WRK_OUT = """Running 3s test @ http://127.0.0.1:38167/home
   1 threads and 50 connections
@@ -209,6 +209,24 @@ class Memory(unittest.TestCase):
         text = "\n".join(report_suites.memory_md({}, self._suite(False)))
         self.assertNotIn("kept-alive 10:", text)
         self.assertIn("idle 10: KiB/conn", text)
+
+
+class RoundsAhead(unittest.TestCase):
+    @staticmethod
+    def _row(*rounds):
+        return {"repeats": [{"rps": rps, "latency_ms": {"p99": p99}} for rps, p99 in rounds]}
+
+    def test_each_round_against_the_same_round(self):
+        # ours is slower than HAProxy's best round every time, yet ahead in
+        # two of three pairs: only the pairing tells
+        ours = self._row((100, 2.0), (50, 4.0), (70, 3.0))
+        haproxy = self._row((90, 2.5), (60, 3.5), (65, 3.1))
+        self.assertEqual(report.rounds_ahead(ours, haproxy), "req/s 2 of 3, p99 2 of 3")
+
+    def test_without_rounds(self):
+        self.assertEqual(report.rounds_ahead({"rps": 1}, self._row((1, 1.0))), "n/a")
+        self.assertEqual(report.rounds_ahead(self._row((1, 1.0)), None), "n/a")
+        self.assertEqual(report.rounds_ahead(self._row((1, 1.0)), self._row((1, 1.0), (2, 2.0))), "n/a")
 
 
 class TargetDir(unittest.TestCase):

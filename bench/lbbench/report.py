@@ -110,11 +110,23 @@ def table(doc):
     return "\n".join(lines)
 
 
+def rounds_ahead(ours, other):
+    """How many of the alternating rounds ours beat `other` in, each round
+    against the same round's run (drift between rounds hits both alike):
+    "req/s k of N, p99 m of N", or "n/a" without the rounds."""
+    a, b = (ours or {}).get("repeats") or [], (other or {}).get("repeats") or []
+    if not a or len(a) != len(b):
+        return "n/a"
+    rps = sum(1 for x, y in zip(a, b) if x["rps"] >= y["rps"])
+    p99 = sum(1 for x, y in zip(a, b) if x["latency_ms"]["p99"] <= y["latency_ms"]["p99"])
+    return f"req/s {rps} of {len(a)}, p99 {p99} of {len(a)}"
+
+
 def ratios(doc):
     lines = [
         "| conns | threads | req/s ours/HAProxy | req/s ours/nginx | req/s ours/HAProxy XFF only "
-        "| p99 ours/HAProxy | added p99 ours/HAProxy | added p99 ours/nginx |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ours/HAProxy | added p99 ours/HAProxy | added p99 ours/nginx | rounds ours ahead of HAProxy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c, n in groups(doc):
         ours, ha, ng, xff = (find(doc, t, c, n) for t in ("ours", "haproxy", "nginx", "haproxy-xff"))
@@ -123,7 +135,8 @@ def ratios(doc):
         rps = lambda other: ratio(ours["rps"], other["rps"]) if other else "n/a"  # noqa: E731
         p99 = lambda other: ratio(added_p99(doc, ours), added_p99(doc, other)) if other else "n/a"  # noqa: E731
         raw = ratio(ours["latency_ms"].get("p99"), ha["latency_ms"].get("p99")) if ha else "n/a"
-        lines.append(f"| {c} | {n} | {rps(ha)} | {rps(ng)} | {rps(xff)} | {raw} | {p99(ha)} | {p99(ng)} |")
+        lines.append(f"| {c} | {n} | {rps(ha)} | {rps(ng)} | {rps(xff)} | {raw} | {p99(ha)} | {p99(ng)} | "
+                     f"{rounds_ahead(ours, ha)} |")
     return "\n".join(lines)
 
 
@@ -197,6 +210,7 @@ def markdown(doc, ab):
         "",
         ratios(doc),
         "",
+        "*Rounds ours ahead* pairs each of our rounds with HAProxy's run of the same round. "
         "Above 1 is better for ours in the req/s columns; below 1 is better in the p99 columns; n/a where "
         "the other proxy's added p99 is not positive (at 500 connections the baseline itself queues, so a proxy "
         "that spreads the load can end with a lower p99 than the direct run).",
