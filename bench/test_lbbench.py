@@ -217,8 +217,8 @@ class RoundsAhead(unittest.TestCase):
         return {"repeats": [{"rps": rps, "latency_ms": {"p99": p99}} for rps, p99 in rounds]}
 
     def test_each_round_against_the_same_round(self):
-        # ours is slower than HAProxy's best round every time, yet ahead in
-        # two of three pairs: only the pairing tells
+        # each of our rounds against HAProxy's run of the same round, not
+        # against its best or its median: ahead in the first and third
         ours = self._row((100, 2.0), (50, 4.0), (70, 3.0))
         haproxy = self._row((90, 2.5), (60, 3.5), (65, 3.1))
         self.assertEqual(report.rounds_ahead(ours, haproxy), "req/s 2 of 3, p99 2 of 3")

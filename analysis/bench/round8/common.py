@@ -30,7 +30,8 @@ def args(default_rounds):
 
 def each_proxy(bins, variants, rounds, name, threads=None, cpus=None):
     """For each round and variant ("ours", "haproxy", "ours --flag ...",
-    "ours@BIN_DIR" for another build's balancer):
+    "ours@BIN_DIR" for another build's balancer; a "+..." suffix on the
+    kind is the caller's, e.g. knobs.py's "+pin0/1", and ignored here):
     the proxy started and warmed up by 1 s of wrk, as (variant, kind,
     process, url, replica ports); stopped when the caller asks for the next.
     `threads` and `cpus` override THREADS and the bench's CPUs for it."""
@@ -43,7 +44,6 @@ def each_proxy(bins, variants, rounds, name, threads=None, cpus=None):
         for _ in range(rounds):
             for v in variants:
                 kind, *extra = v.split()
-                # "ours@DIR" runs the balancer of another build in the same rounds
                 kind, _, other = kind.split("+")[0].partition("@")
                 proc, port = proxies.start(proxies.Target(kind, extra=extra), threads, backends,
                                            Path(other) if other else bins, work,
