@@ -229,6 +229,22 @@ class RoundsAhead(unittest.TestCase):
         self.assertEqual(report.rounds_ahead(self._row((1, 1.0)), self._row((1, 1.0), (2, 2.0))), "n/a")
 
 
+class CeilingColumns(unittest.TestCase):
+    @staticmethod
+    def _doc(*targets):
+        rps = {"ours": 90.0, "haproxy": 80.0, "relay": 120.0, "direct": 200.0}
+        return {"runs": [{"target": t, "connections": 50, "threads": 1, "rps": rps[t],
+                          "latency_ms": {"p99": 2.0}} for t in targets]}
+
+    def test_each_proxy_as_a_share_of_the_relay(self):
+        last = report.ratios(self._doc("direct", "ours", "haproxy", "relay")).splitlines()[-1]
+        self.assertTrue(last.endswith("| 0.75 | 0.67 |"), last)
+
+    def test_without_the_relay(self):
+        last = report.ratios(self._doc("direct", "ours", "haproxy")).splitlines()[-1]
+        self.assertTrue(last.endswith("| n/a | n/a |"), last)
+
+
 class TargetDir(unittest.TestCase):
     def test_from_metadata(self):
         meta = json.dumps({"packages": [], "target_directory": "/elsewhere/target", "workspace_root": "/w"})

@@ -22,8 +22,8 @@ def target_dir(cwd=ROOT):
     return parse_target_dir(meta.stdout)
 
 
-def build(no_build=False, bin_dir=None, packages=("backend", "balancer")):
-    """The directory with release `backend` and `balancer`: `bin_dir` as
+def build(no_build=False, bin_dir=None, packages=("backend", "balancer", "loadgen")):
+    """The directory with release `backend`, `balancer` and `relay` (loadgen's): `bin_dir` as
     given, else cargo's release directory after building them (unless
     `no_build`)."""
     if bin_dir:

@@ -12,7 +12,7 @@ from typing import Callable
 # One colour per proxy kind, the same in every chart.
 COLOR = {"direct": "#9e9e9e", "ours": "#d9480f", "before": "#f59f00", "haproxy": "#1c7ed6", "haproxy-xff": "#74c0fc", "nginx": "#2b8a3e"}
 LABEL = {"direct": "direct (no proxy)", "ours": "ours (balancer)", "before": "ours, before", "haproxy": "HAProxy",
-         "haproxy-xff": "HAProxy, XFF only", "nginx": "nginx"}
+         "haproxy-xff": "HAProxy, XFF only", "nginx": "nginx", "relay": "ceiling (byte relay)"}
 
 BAR_W, GAP, LEFT, TOP, PANEL_H, PANEL_GAP, LEGEND_W = 22, 26, 70, 40, 190, 78, 170
 

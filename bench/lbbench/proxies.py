@@ -170,7 +170,7 @@ http {{
 @dataclass
 class Target:
     """One proxy to start: `kind` is ours, before (ours from another build),
-    haproxy or nginx; `policy` is our --policy or HAProxy's balance."""
+    haproxy, nginx or relay (the byte relay, the machine's ceiling); `policy` is our --policy or HAProxy's balance."""
 
     kind: str
     policy: str = ""
@@ -212,6 +212,10 @@ def start(target, threads, backends, bins, workdir, cpus, connections=500, wrapp
                                       target.policy or "roundrobin",
                                       forwarding="xff" if target.kind == "haproxy-xff" else "contract"))
         proc = procs.start(wrapper + ["haproxy", "-db", "-f", str(cfg)], cpus, nofile=nofile)
+    elif target.kind == "relay":
+        upstreams = [a for p in backends for a in ("--upstream", f"127.0.0.1:{p}")]
+        proc = procs.start(wrapper + [str(bins / "relay"), "--listen", f"127.0.0.1:{port}", *upstreams,
+                                      "--threads", str(threads)], cpus, nofile=nofile)
     elif target.kind == "nginx":
         d = workdir / f"nginx-{port}"
         d.mkdir(parents=True, exist_ok=True)

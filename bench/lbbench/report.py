@@ -20,7 +20,7 @@ from .chart import LABEL, Panel, bar_chart
 from .measure import median_latency
 from .report_suites import dimensions_svg, suites_markdown
 
-ORDER = ["direct", "ours", "haproxy", "haproxy-xff", "nginx"]
+ORDER = ["direct", "ours", "haproxy", "haproxy-xff", "nginx", "relay"]
 
 
 def load(path):
@@ -125,18 +125,20 @@ def rounds_ahead(ours, other):
 def ratios(doc):
     lines = [
         "| conns | threads | req/s ours/HAProxy | req/s ours/nginx | req/s ours/HAProxy XFF only "
-        "| p99 ours/HAProxy | added p99 ours/HAProxy | added p99 ours/nginx | rounds ours ahead of HAProxy |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p99 ours/HAProxy | added p99 ours/HAProxy | added p99 ours/nginx | rounds ours ahead of HAProxy "
+        "| req/s ours/ceiling | req/s HAProxy/ceiling |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for c, n in groups(doc):
-        ours, ha, ng, xff = (find(doc, t, c, n) for t in ("ours", "haproxy", "nginx", "haproxy-xff"))
+        ours, ha, ng, xff, top = (find(doc, t, c, n) for t in ("ours", "haproxy", "nginx", "haproxy-xff", "relay"))
         if ours is None:
             continue
         rps = lambda other: ratio(ours["rps"], other["rps"]) if other else "n/a"  # noqa: E731
         p99 = lambda other: ratio(added_p99(doc, ours), added_p99(doc, other)) if other else "n/a"  # noqa: E731
         raw = ratio(ours["latency_ms"].get("p99"), ha["latency_ms"].get("p99")) if ha else "n/a"
+        ceiling = lambda r: ratio(r["rps"], top["rps"]) if r and top else "n/a"  # noqa: E731
         lines.append(f"| {c} | {n} | {rps(ha)} | {rps(ng)} | {rps(xff)} | {raw} | {p99(ha)} | {p99(ng)} | "
-                     f"{rounds_ahead(ours, ha)} |")
+                     f"{rounds_ahead(ours, ha)} | {ceiling(ours)} | {ceiling(ha)} |")
     return "\n".join(lines)
 
 
@@ -211,6 +213,10 @@ def markdown(doc, ab):
         ratios(doc),
         "",
         "*Rounds ours ahead* pairs each of our rounds with HAProxy's run of the same round. "
+        "*Ceiling* is the byte relay (`relay`, loadgen's): one upstream connection per client and the bytes "
+        "copied both ways unread, the same system calls a request as a proxy and almost no user-space work. "
+        "What it reaches is what this machine lets any proxy reach in the same layout; a proxy's share of it "
+        "says how much its own work costs. "
         "Above 1 is better for ours in the req/s columns; below 1 is better in the p99 columns; n/a where "
         "the other proxy's added p99 is not positive (at 500 connections the baseline itself queues, so a proxy "
         "that spreads the load can end with a lower p99 than the direct run).",

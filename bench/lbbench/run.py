@@ -63,6 +63,8 @@ from .machine import ensure_tools, machine
 from .measure import Load, Setup, alternate, describe_http, median_of, one_run
 from .proxies import Target
 
+# Headline references, not proxies: no proxy at all, and the byte relay.
+REFERENCES = ("direct", "relay")
 SUITES = ["headline", "instructions", "c10k", "large", "replicas100", "memory", "tls"]
 SUITE_NOTES = {
     "instructions": "no hardware counters here (perf stat: <not supported>), callgrind over {args.instr_requests} "
@@ -116,7 +118,10 @@ def parser():
     ap.add_argument("--warmup", type=int, default=1, help="seconds of the unrecorded run before each")
     ap.add_argument("--connections", default="50,500")
     ap.add_argument("--threads", default="1,2", help="proxy worker threads / processes")
-    ap.add_argument("--targets", default="direct,ours,haproxy,nginx")
+    ap.add_argument("--targets", default="direct,ours,haproxy,nginx,relay",
+                    help="headline targets; direct (no proxy) and relay (a byte relay, one upstream connection "
+                         "per client: the most any proxy can get through this machine) are references, left "
+                         "out of the other suites")
     ap.add_argument("--baselines", default="haproxy-xff",
                     help="extra targets of the headline and the instruction count only: haproxy-xff is HAProxy "
                          "adding X-Forwarded-For alone, the lighter job than ours; '' for none")
@@ -190,11 +195,11 @@ def main(argv=None):
     conns = [int(c) for c in args.connections.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     targets = args.targets.split(",")
-    proxies_only = [t for t in targets if t != "direct"]
+    proxies_only = [t for t in targets if t not in REFERENCES]
     baselines = [b for b in args.baselines.split(",") if b and b not in targets]
     # Each baseline runs right after the proxy it is a variant of.
     headline = [x for t in targets for x in [t, *(b for b in baselines if b.startswith(t + "-"))]]
-    counted = [t for t in headline if t != "direct"]
+    counted = [t for t in headline if t not in REFERENCES]
     load_cpus, proxy_cpus = placement(threads)
     perf = counters.perf_supported()
 
@@ -224,8 +229,8 @@ def main(argv=None):
                     "instructions": lambda: suites.instructions(setup, counted, args.repeat, args.instr_requests),
                     "c10k": lambda: suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
                                                 args.c10k_duration),
-                    "large": lambda: suites.large(setup, targets, args.repeat, args.large_connections, args.duration,
-                                                  args.warmup),
+                    "large": lambda: suites.large(setup, [t for t in targets if t != "relay"], args.repeat,
+                                                  args.large_connections, args.duration, args.warmup),
                     "replicas100": lambda: suites.replicas100(
                         setup, args.repeat, args.replicas, args.replicas_connections, args.duration, args.warmup,
                         our_policies=args.policies.split(",") if args.policies else None),
