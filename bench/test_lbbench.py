@@ -264,6 +264,11 @@ class Chart(unittest.TestCase):
         self.assertEqual(svg.count("<rect x="), 3 + 2)  # 3 bars + 2 legend swatches
         self.assertIn(chart.COLOR["ours"], svg)
 
+    def test_every_labelled_kind_has_a_colour_of_its_own(self):
+        # the relay once fell back to the default grey, next to direct's
+        self.assertEqual(set(chart.LABEL) - set(chart.COLOR), set())
+        self.assertEqual(len(set(chart.COLOR.values())), len(chart.COLOR))
+
     def test_nice_steps(self):
         self.assertEqual(chart.nice_step(16115), 20000)
         self.assertEqual(chart.nice_step(0.3), 0.5)

@@ -10,7 +10,8 @@ from html import escape
 from typing import Callable
 
 # One colour per proxy kind, the same in every chart.
-COLOR = {"direct": "#9e9e9e", "ours": "#d9480f", "before": "#f59f00", "haproxy": "#1c7ed6", "haproxy-xff": "#74c0fc", "nginx": "#2b8a3e"}
+COLOR = {"direct": "#9e9e9e", "ours": "#d9480f", "before": "#f59f00", "haproxy": "#1c7ed6", "haproxy-xff": "#74c0fc", "nginx": "#2b8a3e",
+         "relay": "#7048e8"}
 LABEL = {"direct": "direct (no proxy)", "ours": "ours (balancer)", "before": "ours, before", "haproxy": "HAProxy",
          "haproxy-xff": "HAProxy, XFF only", "nginx": "nginx", "relay": "ceiling (byte relay)"}
 

@@ -170,7 +170,8 @@ http {{
 @dataclass
 class Target:
     """One proxy to start: `kind` is ours, before (ours from another build),
-    haproxy, nginx or relay (the byte relay, the machine's ceiling); `policy` is our --policy or HAProxy's balance."""
+    haproxy, nginx or relay (the byte relay, the machine's ceiling);
+    `policy` is our --policy or HAProxy's balance."""
 
     kind: str
     policy: str = ""

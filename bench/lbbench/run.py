@@ -5,9 +5,11 @@ bodies, 100 replicas, memory per connection.
 Headline: 3 identical replicas (the `backend` binary) on loopback; for each
 combination of concurrency (--connections) and proxy worker threads
 (--threads), the targets -- the replica itself (baseline), our balancer
-(static orchestrator, round robin), HAProxy (roundrobin) and nginx
-(upstream round robin) -- get the same `wrk` load at `/home` in
-alternating rounds (direct, ours, HAProxy, nginx, direct, ours, ...; each
+(static orchestrator, round robin), HAProxy (roundrobin), nginx
+(upstream round robin) and the byte relay (`relay`, the ceiling: bytes
+copied unread, one upstream connection per client) -- get the same `wrk`
+load at `/home` in alternating rounds (direct, ours, HAProxy, nginx,
+relay, direct, ours, ...; each
 run a fresh start, a warm-up, one measured run), so drift in the machine's
 speed hits all alike. Each row is the round of median requests/s, its
 latency figures each the median over the rounds; every round is kept,
@@ -45,7 +47,7 @@ baseline runs wrk and the replica on the last core only.
 Every process started here is stopped on exit, whatever the exit path.
 
 Usage: bench/run [--duration 3] [--headline-repeat 9] [--repeat 3] [--connections 50,500] [--threads 1,2]
-                 [--targets direct,ours,haproxy,nginx] [--out analysis/bench]
+                 [--targets direct,ours,haproxy,nginx,relay] [--out analysis/bench]
                  [--bin-dir DIR] [--no-build] [--no-install] [--suites LIST]
 """
 
@@ -229,6 +231,7 @@ def main(argv=None):
                     "instructions": lambda: suites.instructions(setup, counted, args.repeat, args.instr_requests),
                     "c10k": lambda: suites.c10k(setup, proxies_only, args.repeat, args.c10k_connections,
                                                 args.c10k_duration),
+                    # direct stays as the baseline of the 1 MiB bodies; the relay has no HTTP to compare
                     "large": lambda: suites.large(setup, [t for t in targets if t != "relay"], args.repeat,
                                                   args.large_connections, args.duration, args.warmup),
                     "replicas100": lambda: suites.replicas100(
